@@ -1,0 +1,516 @@
+"""The selective scan (Mamba S6) that sits at the heart of every SS2D block.
+
+Semantics are those of ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``:
+
+    delta <- softplus(delta + delta_bias)            (each step optional)
+    x_t   =  exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t
+    y_t   =  <x_t, C_t> + D * u_t ;  out = y * silu(z)
+
+with ``u, delta: (batch, D, L)``, ``A: (D, N)``, ``B, C`` either time-invariant
+``(D, N)``, variable ``(batch, N, L)`` or grouped ``(batch, G, N, L)`` (channel
+``d`` uses group ``d // (D / G)``).
+
+Three backends:
+
+* ``"reference"`` -- a line-by-line port of mamba-ssm's ``selective_scan_ref``
+  (materialises ``(batch, D, L, N)`` tensors).  Slow; the ground truth of tests
+  and benchmarks.
+* ``"torch"`` -- our fast pure-PyTorch scan (:class:`BlockedSelectiveScan`).
+  The time axis is walked in blocks of ``block`` steps: per block, ``exp(dA)``
+  and ``dB*u`` are written into small reused buffers that stay in cache, the
+  recurrence is one in-place ``addcmul_`` per step and the read-out is one
+  batched matmul.  Nothing ``(L, N)``-sized is ever allocated.  The backward
+  pass is hand-written: it keeps only the state at each block boundary and
+  recomputes a block's states when it needs them, so training memory is
+  O(L / block) states instead of O(L).  It only ever exponentiates
+  non-positive numbers (``delta >= 0``, ``A < 0``), so it cannot overflow,
+  unlike log-decay ``cumsum``/divide chunking.
+* ``"mamba"`` -- mamba-ssm's CUDA kernel, imported lazily and only for CUDA
+  tensors (importing triton next to a Mesa GL context segfaults napari).
+
+``"auto"`` picks ``mamba`` for CUDA tensors when it imports, else ``torch``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Backend = Literal['auto', 'torch', 'reference', 'mamba']
+BACKENDS = ('auto', 'torch', 'reference', 'mamba')
+
+#: Time steps per block of the blocked scan: the block's buffers
+#: (``block`` x one slab) stay in L2 cache.
+DEFAULT_BLOCK = 8
+
+
+class MambaUnavailableError(RuntimeError):
+    """Raised when the mamba-ssm CUDA kernel is requested but cannot be used."""
+
+
+# --------------------------------------------------------------------------
+# reference
+# --------------------------------------------------------------------------
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Port of mamba-ssm's ``selective_scan_ref`` (real ``A`` only).
+
+    Kept deliberately naive -- same einsums, same full-size ``deltaA`` and
+    ``deltaB_u`` tensors, same per-step loop -- so that it *is* the
+    reference the fast backends and the benchmarks are measured against.
+    One difference: float64 inputs are computed in float64 (mamba-ssm
+    computes everything in float32), so tests have a float64 ground truth.
+    """
+    dtype_in = u.dtype
+    work = torch.promote_types(dtype_in, torch.float32)
+    u = u.to(work)
+    delta = delta.to(work)
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].to(work)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, dstate = u.shape[0], A.shape[0], A.shape[1]
+    is_variable_B = B.dim() >= 3
+    is_variable_C = C.dim() >= 3
+    B = B.to(work)
+    C = C.to(work)
+    x = u.new_zeros((batch, dim, dstate))
+    deltaA = torch.exp(torch.einsum('bdl,dn->bdln', delta, A.to(work)))
+    if not is_variable_B:
+        deltaB_u = torch.einsum('bdl,dn,bdl->bdln', delta, B, u)
+    elif B.dim() == 3:
+        deltaB_u = torch.einsum('bdl,bnl,bdl->bdln', delta, B, u)
+    else:
+        B = B.repeat_interleave(dim // B.shape[1], dim=1)
+        deltaB_u = torch.einsum('bdl,bdnl,bdl->bdln', delta, B, u)
+    if is_variable_C and C.dim() == 4:
+        C = C.repeat_interleave(dim // C.shape[1], dim=1)
+    ys = []
+    for i in range(u.shape[2]):
+        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
+        if not is_variable_C:
+            y = torch.einsum('bdn,dn->bd', x, C)
+        elif C.dim() == 3:
+            y = torch.einsum('bdn,bn->bd', x, C[:, :, i])
+        else:
+            y = torch.einsum('bdn,bdn->bd', x, C[:, :, :, i])
+        ys.append(y)
+    y = torch.stack(ys, dim=2)
+    out = y if D is None else y + u * D[:, None].to(work)
+    if z is not None:
+        out = out * F.silu(z.to(work))
+    return out.to(dtype_in)
+
+
+# --------------------------------------------------------------------------
+# fast pure-PyTorch scan
+# --------------------------------------------------------------------------
+def _n_groups(M: torch.Tensor, dim: int) -> int:
+    """How many channel groups B or C has (``dim`` when time-invariant)."""
+    if M.dim() == 2:
+        return dim
+    return 1 if M.dim() == 3 else M.shape[-2]
+
+
+def _grouped_time_major(
+    M: torch.Tensor, batch: int, dim: int, length: int, groups: int
+) -> torch.Tensor:
+    """B or C in the time-major layout ``(L, batch, groups, N)``.
+
+    ``M`` is time-invariant ``(D, N)`` or already time-major ``(L, batch, N)``
+    / ``(L, batch, G, N)``.  VM-UNet's grouped input passes through as it
+    is; the rarer layouts are broadcast, which costs ``L * groups * N``.
+    """
+    if M.dim() == 2:  # time-invariant: one group per channel
+        return M.float()[None, None].expand(length, batch, dim, M.shape[1])
+    if M.dim() == 3:
+        M = M[:, :, None]
+    M = M.float()
+    own = M.shape[2]
+    if own != groups:
+        M = M[:, :, :, None].expand(-1, -1, -1, groups // own, -1)
+        M = M.reshape(length, batch, groups, -1)
+    return M.contiguous()
+
+
+#: Elements of state (rows x N x P) advanced by one in-place step.  About
+#: 12 K floats keeps the three operands of a step in L2 and the per-op
+#: overhead small; larger slabs are split into row chunks.
+DEFAULT_SLAB = 12288
+
+
+def _block_states(dA: list, H: list, h0: torch.Tensor, T: int) -> None:
+    """Run the recurrence over one block, in place.
+
+    ``dA`` and ``H`` are lists of per-step views of reused buffers (indexing
+    a tensor in the loop would cost as much as the arithmetic); on entry
+    ``H[t]`` holds ``dB_t*u_t``, on exit the state ``x_t``.  ``h0`` is the
+    state before the block.
+    """
+    H[0].addcmul_(dA[0], h0)
+    for t in range(1, T):
+        H[t].addcmul_(dA[t], H[t - 1])
+
+
+def _chunks(rows: int, per_row: int, slab: int) -> list[tuple[int, int]]:
+    step = max(1, slab // per_row)
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+class BlockedSelectiveScan(torch.autograd.Function):
+    """Core of the ``"torch"`` backend on independent "rows".
+
+    A row is a set of ``P`` channels that share one ``B_t``/``C_t`` (a
+    ``(batch, group)`` pair, or a slice of one).  Inputs are contiguous
+    fp32: ``u, d (L, R, P)`` with ``d`` the final step size (bias and
+    softplus already applied), ``A (R, N, P)``, ``B, C (L, R, N)``.
+    Returns ``y (L, R, P)`` with ``y_t = <x_t, C_t>`` and
+    ``x_t = exp(d_t A) x_{t-1} + d_t u_t B_t``.
+
+    Rows are processed in chunks whose state (``rows x N x P``) is about
+    ``slab`` floats, and time in blocks of ``block`` steps; a row's state is
+    ``(N, P)`` so the read-out is a row-vector times matrix ``bmm``, the
+    fast way round on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, u, d, A, B, C, block, slab):
+        length, rows, per = u.shape
+        nstate = A.shape[1]
+        du = d * u
+        chunks = _chunks(rows, nstate * per, slab)
+        y = u.new_empty(length, rows, per) if len(chunks) > 1 else None
+        starts = range(0, length, block)
+        save = any(ctx.needs_input_grad[:5])
+        saved = u.new_empty(len(starts), rows, nstate, per) if save else None
+        for r0, r1 in chunks:
+            r = r1 - r0
+            if y is None:  # one chunk: work on the inputs as they are
+                d_c, du_c, B_c, C_c = d, du, B, C
+                y_c = y = u.new_empty(length, rows, per)
+            else:  # contiguous per-chunk copies keep every block view flat
+                d_c, du_c = d[:, r0:r1].contiguous(), du[:, r0:r1].contiguous()
+                B_c, C_c = B[:, r0:r1].contiguous(), C[:, r0:r1].contiguous()
+                y_c = u.new_empty(length, r, per)
+            A_c = A[r0:r1]
+            dA_buf = u.new_empty(block, r, nstate, per)
+            H_buf = torch.empty_like(dA_buf)
+            dA_v, H_v = dA_buf.unbind(0), H_buf.unbind(0)
+            h = u.new_zeros(r, nstate, per)
+            for i, t0 in enumerate(starts):
+                t1 = min(t0 + block, length)
+                T = t1 - t0
+                dA, H = dA_buf[:T], H_buf[:T]
+                if saved is not None:
+                    saved[i, r0:r1] = h
+                torch.mul(d_c[t0:t1, :, None], A_c, out=dA)
+                dA.exp_()
+                torch.mul(du_c[t0:t1, :, None], B_c[t0:t1, :, :, None], out=H)
+                _block_states(dA_v, H_v, h, T)
+                torch.bmm(
+                    C_c[t0:t1].view(T * r, 1, nstate),
+                    H.view(T * r, nstate, per),
+                    out=y_c[t0:t1].view(T * r, 1, per),
+                )
+                h.copy_(H_v[T - 1])
+            if y_c is not y:
+                y[:, r0:r1] = y_c
+        if save:
+            ctx.save_for_backward(u, d, A, B, C, saved)
+            ctx.block, ctx.slab = block, slab
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, d, A, B, C, saved = ctx.saved_tensors
+        block = ctx.block
+        length, rows, per = u.shape
+        nstate = A.shape[1]
+        du = d * u
+        gy = gy.contiguous()
+        g_u = torch.empty_like(u)
+        g_d = torch.empty_like(u)
+        g_A = torch.zeros_like(A)
+        g_B = torch.empty_like(B)
+        g_C = torch.empty_like(C)
+        starts = list(range(0, length, block))
+        for r0, r1 in _chunks(rows, nstate * per, ctx.slab):
+            r = r1 - r0
+            A_c = A[r0:r1]
+            dA_buf = u.new_empty(block, r, nstate, per)
+            Hs_buf = u.new_empty(block + 1, r, nstate, per)
+            G_buf = torch.empty_like(dA_buf)
+            dA_v, Hs_v, G_v = (b.unbind(0) for b in (dA_buf, Hs_buf, G_buf))
+            carry = u.new_zeros(r, nstate, per)
+            for i in reversed(range(len(starts))):
+                t0 = starts[i]
+                t1 = min(t0 + block, length)
+                T = t1 - t0
+                n = T * r
+                dA, Hs, GH = dA_buf[:T], Hs_buf[: T + 1], G_buf[:T]
+                d_blk = d[t0:t1, r0:r1, None]
+                B_blk = B[t0:t1, r0:r1]
+                # recompute this block's states from its saved start state
+                torch.mul(d_blk, A_c, out=dA)
+                dA.exp_()
+                Hs[0].copy_(saved[i, r0:r1])
+                torch.mul(du[t0:t1, r0:r1, None], B_blk[..., None], out=Hs[1:])
+                _block_states(dA_v, Hs_v[1:], Hs_v[0], T)
+                # reverse recurrence of the state gradient
+                gy_blk = gy[t0:t1, r0:r1]
+                torch.mul(gy_blk[:, :, None], C[t0:t1, r0:r1, :, None], out=GH)
+                G_v[T - 1].add_(carry)
+                for t in range(T - 2, -1, -1):
+                    G_v[t].addcmul_(dA_v[t + 1], G_v[t + 1])
+                torch.mul(dA_v[0], G_v[0], out=carry)
+                # read-out C and input term B
+                g_C[t0:t1, r0:r1] = torch.bmm(
+                    Hs[1:].view(n, nstate, per), gy_blk.reshape(n, per, 1)
+                ).view(T, r, nstate)
+                g_B[t0:t1, r0:r1] = torch.bmm(
+                    GH.view(n, nstate, per),
+                    du[t0:t1, r0:r1].reshape(n, per, 1),
+                ).view(T, r, nstate)
+                # S = sum_n GH B  ->  u and d through the input term
+                S = torch.bmm(
+                    B_blk.reshape(n, 1, nstate), GH.view(n, nstate, per)
+                ).view(T, r, per)
+                g_u[t0:t1, r0:r1] = S * d[t0:t1, r0:r1]
+                gd = S.mul_(u[t0:t1, r0:r1])
+                # decay term: X = GH x_{t-1} exp(d A)
+                X = GH.mul_(Hs[:-1]).mul_(dA)
+                g_A[r0:r1] += (X * d_blk).sum(0)
+                gd += X.mul_(A_c).sum(-2)
+                g_d[t0:t1, r0:r1] = gd
+        return g_u, g_d, g_A, g_B, g_C, None, None
+
+
+def _scan_time_major(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    block: int,
+    slab: int = DEFAULT_SLAB,
+) -> torch.Tensor:
+    """The ``"torch"`` backend on time-major tensors (see :func:`selective_scan`).
+
+    Reshapes the problem into rows for :class:`BlockedSelectiveScan` with
+    differentiable views and broadcasts, so autograd maps the row gradients
+    back to ``A``, ``B`` and ``C``.
+    """
+    if A.is_complex():
+        raise NotImplementedError('complex A is not supported')
+    length, batch, dim = u.shape
+    nstate = A.shape[1]
+    gb, gc = _n_groups(B, dim), _n_groups(C, dim)
+    groups = max(gb, gc)
+    if dim % groups or groups % min(gb, gc):
+        raise ValueError(
+            f'B {tuple(B.shape)} and C {tuple(C.shape)} do not fit {dim} '
+            'channels: their group count must divide the channel count'
+        )
+    per = dim // groups
+    # split wide groups so that one row's state (N x P) fits the slab
+    split = (
+        next(s for s in range(1, per + 1) if per % s == 0 and nstate * per // s <= slab)
+        if nstate * per > slab
+        else 1
+    )
+    P = per // split
+    rows = batch * groups * split
+
+    uf = u.float()
+    d = delta.float()
+    if delta_bias is not None:
+        d = d + delta_bias.float()
+    if delta_softplus:
+        d = F.softplus(d)
+
+    def rowwise(M: torch.Tensor) -> torch.Tensor:  # (L, b, G, N) -> (L, R, N)
+        M = _grouped_time_major(M, batch, dim, length, groups)
+        M = M[:, :, :, None].expand(-1, -1, -1, split, -1)
+        return M.reshape(length, rows, nstate).contiguous()
+
+    A_rows = (
+        A.float()
+        .view(groups, split, P, nstate)
+        .transpose(2, 3)[None]
+        .expand(batch, -1, -1, -1, -1)
+        .reshape(rows, nstate, P)
+    )
+    y = BlockedSelectiveScan.apply(
+        uf.reshape(length, rows, P).contiguous(),
+        d.reshape(length, rows, P).contiguous(),
+        A_rows.contiguous(),
+        rowwise(B),
+        rowwise(C),
+        int(block),
+        int(slab),
+    ).view(length, batch, dim)
+    if D is not None:
+        y = y + uf * D.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(u.dtype)
+
+
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """``(batch, ..., L)`` -> ``(L, batch, ...)``, by 2-D transposes, which
+    are several times faster than a general permute copy on CPU."""
+    if x.shape[0] == 1:
+        flat = x.reshape(-1, x.shape[-1]).t().contiguous()
+        return flat.view(x.shape[-1], 1, *x.shape[1:-1])
+    return x.movedim(-1, 0).contiguous()
+
+
+def _channels_first(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_time_major` for ``(L, batch, D)``."""
+    if y.shape[1] == 1:
+        return y[:, 0].t().contiguous()[None]
+    return y.permute(1, 2, 0).contiguous()
+
+
+# --------------------------------------------------------------------------
+# mamba-ssm CUDA kernel
+# --------------------------------------------------------------------------
+@functools.cache
+def _load_mamba_kernel():
+    """Import mamba-ssm's CUDA ``selective_scan_fn`` once, or explain why not."""
+    if not torch.cuda.is_available():
+        raise MambaUnavailableError(
+            'the mamba-ssm kernel needs a CUDA GPU; none is available '
+            '(use backend="torch")'
+        )
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as err:  # ImportError, or a broken CUDA build
+        raise MambaUnavailableError(
+            'mamba-ssm is not usable here '
+            f'({type(err).__name__}: {err}). Install it with '
+            '`pip install "napari-vmunet[cuda]"` on a CUDA machine, or use '
+            'backend="torch".'
+        ) from err
+    return selective_scan_fn
+
+
+def mamba_available() -> bool:
+    """True when mamba-ssm's CUDA kernel can be used on this machine."""
+    try:
+        _load_mamba_kernel()
+    except MambaUnavailableError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend ``"auto"`` stands for on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown scan backend {backend!r}; use one of {BACKENDS}')
+    if backend != 'auto':
+        return backend
+    if torch.device(device).type == 'cuda' and mamba_available():
+        return 'mamba'
+    return 'torch'
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: Backend = 'auto',
+    *,
+    time_major: bool = False,
+    block: int = DEFAULT_BLOCK,
+    slab: int = DEFAULT_SLAB,
+) -> torch.Tensor:
+    """Selective scan with mamba-ssm's ``selective_scan_fn`` semantics.
+
+    Shapes are mamba-ssm's (see the module docstring) and the result is
+    ``(batch, D, L)`` in ``u``'s dtype.  With ``time_major=True`` the
+    sequence axis comes first instead: ``u, delta, z`` and the result are
+    ``(L, batch, D)`` and variable ``B, C`` are ``(L, batch, N)`` or
+    ``(L, batch, G, N)``.  That is the fast backend's native layout, so
+    SS2D builds its tensors that way and no transposes are needed.
+    """
+    name = resolve_backend(backend, u.device)
+    if name == 'torch':
+        if time_major:
+            return _scan_time_major(
+                u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, slab
+            )
+        y = _scan_time_major(
+            _time_major(u),
+            _time_major(delta),
+            A,
+            B if B.dim() == 2 else _time_major(B),
+            C if C.dim() == 2 else _time_major(C),
+            D,
+            None if z is None else _time_major(z),
+            delta_bias,
+            delta_softplus,
+            block,
+            slab,
+        )
+        return _channels_first(y)
+    if time_major:  # the other backends take mamba-ssm's layout
+        y = selective_scan(
+            _channels_first_any(u),
+            _channels_first_any(delta),
+            A,
+            B if B.dim() == 2 else _channels_first_any(B),
+            C if C.dim() == 2 else _channels_first_any(C),
+            D,
+            None if z is None else _channels_first_any(z),
+            delta_bias,
+            delta_softplus,
+            name,
+        )
+        return y.permute(2, 0, 1)
+    if name == 'mamba':
+        if u.device.type != 'cuda':
+            raise MambaUnavailableError(
+                'the mamba-ssm kernel only runs on CUDA tensors; '
+                f'got {u.device.type} tensors (use backend="torch")'
+            )
+        fn = _load_mamba_kernel()
+        return fn(
+            u.contiguous(),
+            delta.contiguous(),
+            A,
+            B.contiguous(),
+            C.contiguous(),
+            D,
+            z,
+            delta_bias,
+            delta_softplus,
+        )
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _channels_first_any(x: torch.Tensor) -> torch.Tensor:
+    """``(L, batch, ...)`` -> ``(batch, ..., L)`` (a view)."""
+    return x.movedim(0, -1)
