@@ -1,0 +1,606 @@
+"""The inference dock: a checkpoint + an image layer -> an editable Labels layer.
+
+All computation is :class:`napari_vmunet.inference.Predictor.iter_predict`,
+run in a napari generator worker: it yields after every batch of tiles, so
+the viewer keeps painting and Cancel takes effect within one batch.  The
+result only touches the viewer when the job finished, so a cancelled or
+failed run leaves every layer as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QSettings, Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ._bus import bus
+from ._layers import LayerComboBox
+
+if TYPE_CHECKING:
+    import napari
+
+SETTINGS = ('napari-vmunet', 'napari-vmunet')
+RECENT_KEY = 'inference/recent_checkpoints'
+MAX_RECENT = 8
+
+
+def remembered_checkpoints() -> list[str]:
+    value = QSettings(*SETTINGS).value(RECENT_KEY, [])
+    if isinstance(value, str):  # QSettings returns a str for one item
+        value = [value]
+    return [p for p in (value or []) if Path(p).is_file()]
+
+
+def remember_checkpoint(path: str) -> None:
+    items = [path] + [p for p in remembered_checkpoints() if p != path]
+    QSettings(*SETTINGS).setValue(RECENT_KEY, items[:MAX_RECENT])
+
+
+class InferenceWidget(QWidget):
+    """Run a VM-UNet checkpoint on an image layer (2D, RGB, multichannel, 3D)."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent=None):
+        super().__init__(parent)
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self._worker = None
+        self._pbar = None
+        self._predictor = None
+        self._predictor_key = None
+        self.last_result = None  # (params, PredictionResult) of the last run
+
+        layout = QVBoxLayout(self)
+
+        # --- model ---------------------------------------------------------
+        box = QGroupBox('Model')
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.checkpoint = QComboBox()
+        self.checkpoint.setToolTip(
+            'A VM-UNet checkpoint: ours (.safetensors) or '
+            "the original repo's best.pth / latest.pth"
+        )
+        self.checkpoint.setMinimumContentsLength(18)
+        self.checkpoint.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.browse = QPushButton('Browse…')
+        self.browse.clicked.connect(self._browse)
+        row.addWidget(self.checkpoint, 1)
+        row.addWidget(self.browse)
+        form.addRow('Checkpoint', row)
+        self.model_info = QLabel('')
+        self.model_info.setWordWrap(True)
+        form.addRow(self.model_info)
+        layout.addWidget(box)
+
+        # --- image -----------------------------------------------------------
+        box = QGroupBox('Image')
+        form = QFormLayout(box)
+        self.image_layer = LayerComboBox(self.viewer, napari.layers.Image)
+        form.addRow('Layer', self.image_layer)
+        self.channel_axis = QComboBox()
+        self.channel_axis.setToolTip(
+            'Axis holding the channels of a multichannel image (RGB is detected)'
+        )
+        form.addRow('Channel axis', self.channel_axis)
+        self.slice_axis = QComboBox()
+        self.slice_axis.setToolTip(
+            'A volume is predicted slice by slice along this axis'
+        )
+        form.addRow('Slice axis', self.slice_axis)
+        scope = QHBoxLayout()
+        self.scope_all = QRadioButton('whole image/volume')
+        self.scope_slice = QRadioButton('current slice')
+        self.scope_all.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.scope_all)
+        group.addButton(self.scope_slice)
+        scope.addWidget(self.scope_all)
+        scope.addWidget(self.scope_slice)
+        form.addRow('Run on', scope)
+        layout.addWidget(box)
+
+        # --- options (collapsed) ---------------------------------------------
+        options = QCollapsible('Options')
+        inner = QWidget()
+        form = QFormLayout(inner)
+        self.device = QComboBox()
+        form.addRow('Device', self.device)
+        self.threshold = QDoubleSpinBox(minimum=0.01, maximum=0.99, singleStep=0.05)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip('Probability threshold (one-class models)')
+        form.addRow('Threshold', self.threshold)
+        self.overlap = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05)
+        self.overlap.setValue(0.25)
+        self.overlap.setToolTip(
+            'How much neighbouring tiles overlap; overlaps are blended (no seams)'
+        )
+        form.addRow('Tile overlap', self.overlap)
+        self.tile_size = QSpinBox(minimum=0, maximum=2048, singleStep=32)
+        self.tile_size.setSpecialValueText('from model')
+        self.tile_size.setToolTip(
+            'Sliding-window size (multiple of 32); '
+            'default: the size the model was trained at'
+        )
+        form.addRow('Tile size', self.tile_size)
+        self.batch_size = QSpinBox(minimum=0, maximum=256)
+        self.batch_size.setSpecialValueText('auto')
+        self.batch_size.setToolTip(
+            'Tiles per forward pass; halved automatically on out-of-memory'
+        )
+        form.addRow('Tile batch', self.batch_size)
+        self.channel_map = QLineEdit()
+        self.channel_map.setPlaceholderText('e.g. 0,1,1')
+        self.channel_map.setToolTip(
+            'Which image channel feeds each model channel (multichannel images)'
+        )
+        form.addRow('Channel map', self.channel_map)
+        self.probabilities = QCheckBox('also add probabilities')
+        form.addRow(self.probabilities)
+        options.addWidget(inner)
+        layout.addWidget(options)
+
+        # --- run -------------------------------------------------------------
+        row = QHBoxLayout()
+        self.run_button = QPushButton('Run')
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton('Cancel')
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.status = QLabel('')
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+        )
+        layout.addWidget(self.status)
+        self.diagnostics = QLabel('')
+        self.diagnostics.setWordWrap(True)
+        self.diagnostics.setStyleSheet('color: gray; font-size: 10px')
+        layout.addWidget(self.diagnostics)
+        layout.addStretch(1)
+
+        self._fill_checkpoints()
+        self._fill_devices()
+        self.image_layer.currentIndexChanged.connect(self._image_changed)
+        self.checkpoint.currentIndexChanged.connect(self._checkpoint_changed)
+        self.device.currentIndexChanged.connect(self._update_diagnostics)
+        bus.model_published.connect(self._on_model_published)
+        self._image_changed()
+        self._checkpoint_changed()
+
+    # ------------------------------------------------------------------ setup
+    def _fill_checkpoints(self) -> None:
+        from ..zoo import builtin_checkpoints
+
+        self.checkpoint.blockSignals(True)
+        self.checkpoint.clear()
+        for name, path in builtin_checkpoints().items():
+            self.checkpoint.addItem(f'built-in: {name}', str(path))
+        for path in remembered_checkpoints():
+            self.checkpoint.addItem(Path(path).name, path)
+            self.checkpoint.setItemData(
+                self.checkpoint.count() - 1, path, Qt.ItemDataRole.ToolTipRole
+            )
+        self.checkpoint.blockSignals(False)
+
+    def _fill_devices(self) -> None:
+        from ..inference import available_devices
+
+        self.device.addItem('auto', 'auto')
+        for name in available_devices():
+            self.device.addItem(name, name)
+        self._update_diagnostics()
+
+    def _update_diagnostics(self, *_args) -> None:
+        from ..inference import diagnostics, format_diagnostics
+
+        self.diagnostics.setText(
+            format_diagnostics(diagnostics(self.device.currentData()))
+        )
+
+    # ------------------------------------------------------------ public API
+    def set_checkpoint(self, path: str | os.PathLike) -> None:
+        """Select ``path`` (adding it to the list and the remembered files)."""
+        path = str(Path(path))
+        index = self.checkpoint.findData(path)
+        if index < 0:
+            self.checkpoint.insertItem(0, Path(path).name, path)
+            self.checkpoint.setItemData(0, path, Qt.ItemDataRole.ToolTipRole)
+            index = 0
+        if not path.startswith(str(Path(__file__).parents[1])):
+            remember_checkpoint(path)
+        self.checkpoint.setCurrentIndex(index)
+        self._checkpoint_changed()
+
+    def set_image_layer(self, layer) -> None:
+        self.image_layer.set_value(layer)
+
+    def checkpoint_path(self) -> str | None:
+        return self.checkpoint.currentData()
+
+    # ------------------------------------------------------------- handlers
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            'Choose a VM-UNet checkpoint',
+            str(Path(self.checkpoint_path() or Path.home()).parent),
+            'Checkpoints (*.safetensors *.pth *.pt);;All files (*)',
+        )
+        if path:
+            self.set_checkpoint(path)
+
+    def _on_model_published(self, path: str, reason: str) -> None:
+        self.set_checkpoint(path)
+        self.status.setText(
+            f'New model ready: {Path(path).name} ({reason}). Press Run to use it.'
+        )
+
+    def _checkpoint_changed(self, *_args) -> None:
+        path = self.checkpoint_path()
+        if not path:
+            self.model_info.setText('No checkpoint: Browse… to choose one.')
+            return
+        try:
+            from ..checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(path)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            self.model_info.setText(f'<b>Cannot use this file:</b> {err}')
+            return
+        cfg, meta = ckpt.config, ckpt.metadata
+        names = meta.get('classes', {}).get('names') or []
+        inputs = meta.get('input', {})
+        norm = inputs.get('normalization', {}).get('mode', 'minmax')
+        n_params = sum(p.numel() for p in ckpt.model.parameters())
+        self.model_info.setText(
+            f'{cfg["num_classes"]} class(es): {", ".join(names[1:]) or "?"}; '
+            f'{cfg["input_channels"]} input channels; dims {cfg["dims"]}; '
+            f'{n_params / 1e6:.2f} M parameters; tile '
+            f'{(inputs.get("tile_size") or ["?"])[0]}; normalisation {norm}'
+        )
+        self.threshold.setEnabled(cfg['num_classes'] == 1)
+
+    def _image_changed(self, *_args) -> None:
+        layer = self.image_layer.value()
+        self.channel_axis.clear()
+        self.slice_axis.clear()
+        if layer is None:
+            self.run_button.setEnabled(False)
+            return
+        self.run_button.setEnabled(self._worker is None)
+        ndim = layer.data.ndim
+        self.channel_axis.addItem('RGB' if layer.rgb else 'none', None)
+        if not layer.rgb:
+            for axis in range(ndim):
+                self.channel_axis.addItem(
+                    f'{axis} (size {layer.data.shape[axis]})', axis
+                )
+        spatial = ndim - (1 if layer.rgb else 0)
+        self.channel_axis.setEnabled(not layer.rgb and ndim >= 3)
+        for axis in range(spatial):
+            self.slice_axis.addItem(str(axis), axis)
+        self.slice_axis.setEnabled(spatial >= 3)
+        self.scope_slice.setEnabled(spatial >= 3)
+
+    # ------------------------------------------------------------------ run
+    def _params(self) -> dict:
+        layer = self.image_layer.value()
+        if layer is None:
+            raise ValueError('choose an image layer first')
+        path = self.checkpoint_path()
+        if not path:
+            raise ValueError('choose a checkpoint first (Browse…)')
+        channel_axis = self.channel_axis.currentData()
+        spatial_ndim = layer.data.ndim - (
+            1 if layer.rgb or channel_axis is not None else 0
+        )
+        slice_axis = self.slice_axis.currentData() if spatial_ndim == 3 else None
+        if (
+            slice_axis is not None
+            and channel_axis is not None
+            and slice_axis >= channel_axis
+        ):
+            slice_axis += 1  # combo lists spatial axes; convert to a data axis
+        text = self.channel_map.text().strip()
+        channel_map = (
+            [int(c) for c in text.replace(' ', '').split(',')] if text else None
+        )
+        data = layer.data
+        if getattr(layer, 'multiscale', False):
+            data = data[0]
+        params = dict(
+            layer=layer,
+            data=data,
+            rgb=bool(layer.rgb),
+            channel_axis=channel_axis,
+            slice_axis=slice_axis,
+            channel_map=channel_map,
+            path=path,
+            device=self.device.currentData() or 'auto',
+            tile_size=self.tile_size.value() or None,
+            batch_size=self.batch_size.value() or None,
+            overlap=self.overlap.value(),
+            threshold=self.threshold.value(),
+            probabilities=self.probabilities.isChecked(),
+            slice_index=None,
+        )
+        if self.scope_slice.isChecked() and slice_axis is not None:
+            params['slice_index'] = self._current_index(layer, slice_axis)
+        return params
+
+    def _current_index(self, layer, axis: int) -> int:
+        """The data index along ``axis`` of the plane the viewer shows."""
+        point = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
+        index = int(round(point[axis]))
+        return min(max(index, 0), layer.data.shape[axis] - 1)
+
+    def run(self) -> None:
+        """Start a prediction with the current settings (non-blocking)."""
+        if self._worker is not None:
+            return
+        try:
+            params = self._params()
+        except ValueError as err:
+            self._error(err)
+            return
+        from napari.qt.threading import create_worker
+
+        self._worker = create_worker(self._job, params, _start_thread=False)
+        self._worker.yielded.connect(self._on_progress)
+        self._worker.returned.connect(self._on_result)
+        self._worker.errored.connect(self._error)
+        self._worker.aborted.connect(self._on_aborted)
+        self._worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText('Loading the model…')
+        self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running prediction at its next tile batch."""
+        if self._worker is not None:
+            self.status.setText('Cancelling…')
+            self._worker.quit()
+
+    def _predictor_for(self, params: dict):
+        from ..inference import Predictor
+
+        key = (
+            params['path'],
+            os.path.getmtime(params['path']),
+            params['device'],
+            params['tile_size'],
+            params['batch_size'],
+            params['overlap'],
+            params['threshold'],
+        )
+        if key != self._predictor_key:
+            self._predictor = None  # free the old model first
+            self._predictor = Predictor(
+                params['path'],
+                device=params['device'],
+                tile_size=params['tile_size'],
+                batch_size=params['batch_size'],
+                overlap=params['overlap'],
+                threshold=params['threshold'],
+            )
+            self._predictor_key = key
+        return self._predictor
+
+    def _job(self, params: dict):
+        """Runs in the worker thread: a generator yielding Progress."""
+        predictor = self._predictor_for(params)
+        data = params['data']
+        if params['slice_index'] is not None:
+            key: list[Any] = [slice(None)] * data.ndim
+            key[params['slice_axis']] = params['slice_index']
+            data = data[tuple(key)]
+            channel_axis = params['channel_axis']
+            if channel_axis is not None and channel_axis > params['slice_axis']:
+                channel_axis -= 1
+            run = dict(channel_axis=channel_axis, slice_axis=None)
+        else:
+            run = dict(
+                channel_axis=params['channel_axis'], slice_axis=params['slice_axis']
+            )
+        result = yield from predictor.iter_predict(
+            data,
+            rgb=params['rgb'],
+            channel_map=params['channel_map'],
+            return_probabilities=params['probabilities'],
+            **run,
+        )
+        return params, result
+
+    def _on_progress(self, step) -> None:
+        if step.total:
+            self.progress.setRange(0, step.total)
+            self.progress.setValue(step.done)
+        if self._pbar is None:
+            from napari.utils import progress
+
+            self._pbar = progress(total=step.total, desc='VM-UNet inference')
+        self._pbar.update(step.done - self._pbar.n)
+        where = (
+            f'slice {step.slices_done}/{step.slices_total}, '
+            if step.slices_total > 1
+            else ''
+        )
+        self.status.setText(f'Predicting: {where}tile {step.done}/{step.total}')
+
+    def _on_result(self, value) -> None:
+        params, result = value
+        self.last_result = value
+        layer = self._write_labels(params, result)
+        if result.probabilities is not None:
+            self._write_probabilities(params, result)
+        text = (
+            f'Done in {result.seconds:.1f} s on {result.device}: '
+            f'“{layer.name}” is ready to edit.'
+        )
+        if result.warnings:
+            text += ' ' + ' '.join(result.warnings)
+        self.status.setText(text)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+
+    def _on_aborted(self) -> None:
+        self.status.setText('Cancelled: no layer was changed.')
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
+    def _error(self, err: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        message = f'VM-UNet inference failed: {err}'
+        self.status.setText(message)
+        show_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.cancel_button.setEnabled(False)
+        self.run_button.setEnabled(self.image_layer.value() is not None)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    # ---------------------------------------------------------------- layers
+    def _geometry(self, params: dict) -> dict:
+        """The image layer's placement, without the channel axis."""
+        layer = params['layer']
+        drop = params['channel_axis'] if not params['rgb'] else None
+        keep = [i for i in range(layer.ndim) if i != drop]
+        affine = layer.affine.affine_matrix
+        if drop is not None:
+            idx = [*keep, layer.ndim]
+            affine = affine[np.ix_(idx, idx)]
+        return dict(
+            scale=[layer.scale[i] for i in keep],
+            translate=[layer.translate[i] for i in keep],
+            affine=affine,
+        )
+
+    def _write_labels(self, params: dict, result):
+        import napari.layers
+
+        from .._widgets._labels import class_colormap, class_features
+
+        image = params['layer']
+        model_name = Path(params['path']).name.split('.')[0]
+        name = f'{image.name} [{model_name}]'
+        geometry = self._geometry(params)
+        channels = image.data.ndim - 1 if params['rgb'] else params['channel_axis']
+        full_shape = tuple(
+            s for i, s in enumerate(image.data.shape) if i != channels
+        )
+        existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
+        if not (
+            isinstance(existing, napari.layers.Labels)
+            and existing.data.shape == full_shape
+        ):
+            existing = None
+        if params['slice_index'] is None:
+            data = result.labels
+        else:
+            data = (
+                np.array(existing.data)
+                if existing is not None
+                else np.zeros(full_shape, dtype=result.labels.dtype)
+            )
+            index = [slice(None)] * len(full_shape)
+            index[self._spatial_slice_axis(params)] = params['slice_index']
+            data[tuple(index)] = result.labels
+        meta = {
+            'napari_vmunet': {
+                'source': image.name,
+                'checkpoint': params['path'],
+                'class_names': result.class_names,
+            }
+        }
+        if existing is not None:
+            existing.data = data
+            existing.metadata.update(meta)
+            return existing
+        return self.viewer.add_labels(
+            data,
+            name=name,
+            colormap=class_colormap(result.class_names, self._colors(params)),
+            features=class_features(result.class_names),
+            metadata=meta,
+            opacity=0.6,
+            **geometry,
+        )
+
+    def _spatial_slice_axis(self, params: dict) -> int:
+        axis = params['slice_axis']
+        c = params['channel_axis']
+        if c is not None and not params['rgb'] and c < axis:
+            axis -= 1
+        return axis
+
+    def _colors(self, params: dict) -> list | None:
+        try:
+            return self._predictor.metadata.get('classes', {}).get('colors')
+        except AttributeError:
+            return None
+
+    def _write_probabilities(self, params: dict, result) -> None:
+        image = params['layer']
+        model_name = Path(params['path']).name.split('.')[0]
+        name = f'{image.name} [{model_name}] probabilities'
+        geometry = self._geometry(params)
+        probs = result.probabilities
+        if probs.ndim > result.labels.ndim:  # class axis first
+            geometry = dict(
+                scale=[1.0, *geometry['scale']],
+                translate=[0.0, *geometry['translate']],
+            )
+        if params['slice_index'] is not None:
+            self.status.setText('Probabilities are only added for whole-image runs.')
+            return
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = probs
+        else:
+            self.viewer.add_image(
+                probs,
+                name=name,
+                colormap='magma',
+                contrast_limits=(0, 1),
+                blending='additive',
+                visible=False,
+                **geometry,
+            )

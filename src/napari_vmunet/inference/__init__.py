@@ -1,0 +1,30 @@
+"""Prediction on images and volumes: no Qt, no napari.
+
+``Predictor`` is the entry point; progress and cancellation are plain
+callbacks or a generator, shared by the CLI, notebooks and the napari dock.
+"""
+
+from .device import (
+    DEVICE_CHOICES,
+    available_devices,
+    diagnostics,
+    format_diagnostics,
+    resolve_device,
+)
+from .predictor import Cancelled, PredictionResult, Predictor, Progress
+from .preprocess import ChannelMismatchError, check_normalization, normalize
+
+__all__ = [
+    'DEVICE_CHOICES',
+    'Cancelled',
+    'ChannelMismatchError',
+    'PredictionResult',
+    'Predictor',
+    'Progress',
+    'available_devices',
+    'check_normalization',
+    'diagnostics',
+    'format_diagnostics',
+    'normalize',
+    'resolve_device',
+]

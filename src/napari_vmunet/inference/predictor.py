@@ -1,0 +1,449 @@
+"""The Predictor: any image or volume in, labels (and probabilities) out.
+
+One code path serves the CLI, notebooks and the napari dock.  The work is a
+generator (:meth:`Predictor.iter_predict`) that yields a :class:`Progress`
+after every batch of tiles and returns a :class:`PredictionResult`, so
+
+* napari runs it in a generator thread worker (cancel at any yield, the
+  viewer never blocks),
+* :meth:`Predictor.predict` drives it with plain ``progress`` /
+  ``should_cancel`` callbacks for scripts and the CLI.
+
+A volume is predicted slice by slice along ``slice_axis`` and every slice
+by Gaussian-blended sliding-window tiles of the model's training size.
+Tiles of consecutive slices share batches, only a few slices are ever in
+flight, and a dask or zarr input is read one slice at a time: memory stays
+at input + output + a few slices.  On CUDA out-of-memory the tile batch is
+halved and retried; at batch 1 the model moves to the CPU with a warning.
+Nothing is written to the caller's arrays; a cancelled run returns nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .preprocess import check_normalization, map_channels, normalize
+from .tiling import (
+    blend_weights,
+    check_tile_size,
+    pad_to,
+    padded_shape,
+    tile_slices,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = {'cpu': 2, 'mps': 4, 'cuda': 8}
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Predictor.predict` when ``should_cancel`` said so."""
+
+
+@dataclass
+class Progress:
+    """One step of a prediction, as yielded by :meth:`Predictor.iter_predict`."""
+
+    done: int  # tiles processed so far
+    total: int  # tiles in the whole job
+    slices_done: int
+    slices_total: int
+    message: str = ''
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass
+class PredictionResult:
+    labels: np.ndarray  # spatial shape of the input (channels removed)
+    probabilities: (
+        np.ndarray | None
+    )  # float16; (K, *spatial) or (*spatial) for one class
+    class_names: list[str]
+    device: str  # where it finally ran
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Layout:
+    """Where the channel and slice axes of an input array are."""
+
+    shape: tuple[int, ...]
+    channel_axis: int | None
+    slice_axis: int | None
+    rgb: bool
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(s for i, s in enumerate(self.shape) if i != self.channel_axis)
+
+    @property
+    def n_slices(self) -> int:
+        return 1 if self.slice_axis is None else self.shape[self.slice_axis]
+
+    def plane(self, image: Any, index: int) -> np.ndarray:
+        """Slice ``index`` as a channels-first ``(C, H, W)`` float array."""
+        key: list[Any] = [slice(None)] * len(self.shape)
+        if self.slice_axis is not None:
+            key[self.slice_axis] = index
+        plane = np.asarray(image[tuple(key)])
+        if self.channel_axis is None:
+            return plane[None]
+        c = self.channel_axis
+        if self.slice_axis is not None and self.slice_axis < c:
+            c -= 1
+        return np.moveaxis(plane, c, 0)
+
+
+def _layout(
+    shape: Sequence[int],
+    channel_axis: int | None,
+    slice_axis: int | None,
+    rgb: bool | None,
+) -> _Layout:
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(f'expected a 2-D image or a 3-D volume, got shape {shape}')
+    if rgb is None:
+        rgb = channel_axis is None and ndim == 3 and shape[-1] in (3, 4)
+        rgb = rgb and slice_axis is None
+    if rgb:
+        channel_axis = ndim - 1
+    if channel_axis is not None:
+        channel_axis = _axis(channel_axis, ndim, 'channel_axis')
+    spatial = [i for i in range(ndim) if i != channel_axis]
+    if len(spatial) == 2:
+        if slice_axis is not None and _axis(slice_axis, ndim, 'slice_axis') in spatial:
+            raise ValueError('a 2-D image has no slice axis; leave slice_axis unset')
+        slice_axis = None
+    elif len(spatial) == 3:
+        slice_axis = (
+            spatial[0] if slice_axis is None else _axis(slice_axis, ndim, 'slice_axis')
+        )
+        if slice_axis not in spatial:
+            raise ValueError('slice_axis cannot be the channel axis')
+    else:
+        raise ValueError(
+            f'cannot predict a {len(spatial)}-D image of shape {shape}: pick one '
+            'time point / set channel_axis so that 2 or 3 spatial axes remain'
+        )
+    if any(s == 0 for s in shape):
+        raise ValueError(f'the image is empty (shape {shape})')
+    return _Layout(shape, channel_axis, slice_axis, bool(rgb))
+
+
+def _axis(axis: int, ndim: int, name: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ValueError(f'{name}={axis} is out of range for a {ndim}-D image')
+    return axis % ndim
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and 'out of memory' in str(err).lower()
+
+
+class Predictor:
+    """Run a VM-UNet checkpoint on images and volumes of any size.
+
+    Parameters
+    ----------
+    checkpoint:
+        A path, or a :class:`napari_vmunet.checkpoint.Checkpoint`.
+    device:
+        ``'auto'`` (cuda -> mps -> cpu), ``'cpu'``, ``'cuda[:N]'`` or ``'mps'``.
+    tile_size:
+        Sliding-window size (a multiple of 32); default: the training size
+        stored in the checkpoint.
+    overlap:
+        Fraction of a tile shared with its neighbour (0 <= overlap < 1).
+    batch_size:
+        Tiles per forward pass; default depends on the device.
+    threshold:
+        Probability threshold for one-class models.
+    normalization:
+        Overrides the checkpoint's normalisation (see ``preprocess``).
+    """
+
+    def __init__(
+        self,
+        checkpoint: Any,
+        device: str | torch.device = 'auto',
+        *,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int | None = None,
+        threshold: float = 0.5,
+        normalization: dict | None = None,
+        scan_backend: str = 'auto',
+        amp: bool = True,
+    ):
+        if isinstance(checkpoint, (str, Path)):
+            from ..checkpoint import load_checkpoint
+
+            checkpoint = load_checkpoint(checkpoint)
+        self.checkpoint = checkpoint
+        self.metadata: dict = dict(checkpoint.metadata)
+        self.device = resolve_device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.model.set_scan_backend(scan_backend)
+        inputs = self.metadata.get('input', {})
+        self.tile_size = check_tile_size(
+            tile_size or (inputs.get('tile_size') or [256])[0]
+        )
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f'overlap must be in [0, 1), got {overlap}')
+        self.overlap = float(overlap)
+        self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.device.type, 2))
+        self.threshold = float(threshold)
+        self.normalization = check_normalization(
+            normalization or inputs.get('normalization')
+        )
+        self.amp = amp
+
+    # -- what the model is ------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.model.input_channels)
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.metadata.get('classes', {}).get('names')
+        n = max(2, self.num_classes)
+        if not names or len(names) != n:
+            names = ['background'] + [f'class {i}' for i in range(1, n)]
+        return list(names)
+
+    # -- running ------------------------------------------------------------
+    def predict(
+        self,
+        image: Any,
+        *,
+        channel_axis: int | None = None,
+        slice_axis: int | None = None,
+        rgb: bool | None = None,
+        channel_map: Sequence[int] | None = None,
+        return_probabilities: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+        should_cancel: Callable[[], bool] | threading.Event | None = None,
+    ) -> PredictionResult:
+        """Predict ``image`` (see :meth:`iter_predict`), reporting through
+        callbacks.  Raises :class:`Cancelled` when ``should_cancel`` is set."""
+        if isinstance(should_cancel, threading.Event):
+            should_cancel = should_cancel.is_set
+        gen = self.iter_predict(
+            image,
+            channel_axis=channel_axis,
+            slice_axis=slice_axis,
+            rgb=rgb,
+            channel_map=channel_map,
+            return_probabilities=return_probabilities,
+        )
+        while True:
+            if should_cancel is not None and should_cancel():
+                gen.close()
+                raise Cancelled('prediction cancelled')
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(step)
+
+    def iter_predict(
+        self,
+        image: Any,
+        *,
+        channel_axis: int | None = None,
+        slice_axis: int | None = None,
+        rgb: bool | None = None,
+        channel_map: Sequence[int] | None = None,
+        return_probabilities: bool = False,
+    ) -> Generator[Progress, None, PredictionResult]:
+        """Generator form: yields :class:`Progress` after every tile batch and
+        returns the :class:`PredictionResult` (``StopIteration.value``).
+
+        ``image``: (Y, X) grey, (Y, X, 3|4) RGB, multichannel with
+        ``channel_axis``, a (Z, Y, X) volume (slices along ``slice_axis``,
+        default the first spatial axis), or a volume with channels.  numpy,
+        dask and zarr arrays are accepted.
+        """
+        start = time.perf_counter()
+        layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
+        spatial = layout.spatial_shape
+        height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
+        tile = self.tile_size
+        ph, pw = padded_shape(height, width, tile)
+        windows = tile_slices(ph, pw, tile, self.overlap)
+        n_slices = layout.n_slices
+        total = n_slices * len(windows)
+
+        k = self.num_classes
+        labels = np.zeros(spatial, dtype=np.uint8 if k < 255 else np.uint16)
+        probs = None
+        if return_probabilities:
+            probs = np.zeros(((k,) if k > 1 else ()) + spatial, dtype=np.float16)
+        labels_view = _slice_first(labels, layout)
+        probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
+
+        notes: list[str] = []
+        batch_size = self.batch_size
+        weights = blend_weights(tile, self.device)
+        in_flight: dict[int, _SliceState] = {}
+        queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
+        done = slices_done = 0
+        pos = 0
+        yield Progress(0, total, 0, n_slices, 'starting')
+        while pos < len(queue):
+            batch = queue[pos : pos + batch_size]
+            for z, _ in batch:
+                if z not in in_flight:
+                    plane = layout.plane(image, z)
+                    in_flight[z] = self._prepare(
+                        plane, layout.rgb, channel_map, ph, pw, len(windows)
+                    )
+            try:
+                out = self._forward(
+                    [in_flight[z].input[(slice(None), *windows[w])] for z, w in batch]
+                )
+            except Exception as err:
+                if not _is_oom(err):
+                    raise
+                batch_size, note = self._recover_from_oom(batch_size)
+                notes.append(note)
+                weights = blend_weights(tile, self.device)
+                for state in in_flight.values():  # the device may have changed
+                    state.acc = state.acc.to(self.device)
+                    state.weight = state.weight.to(self.device)
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
+                continue
+            for (z, w), tile_out in zip(batch, out, strict=True):
+                state = in_flight[z]
+                sl = (slice(None), *windows[w])
+                state.acc[sl] += tile_out * weights
+                state.weight[windows[w]] += weights
+                state.remaining -= 1
+            pos += len(batch)
+            done += len(batch)
+            for z in [z for z, s in in_flight.items() if s.remaining == 0]:
+                state = in_flight.pop(z)
+                p = (state.acc / state.weight)[:, :height, :width]
+                self._write(p, labels_view, probs_view, z)
+                slices_done += 1
+            yield Progress(done, total, slices_done, n_slices)
+        return PredictionResult(
+            labels=labels,
+            probabilities=probs,
+            class_names=self.class_names,
+            device=str(self.device),
+            seconds=time.perf_counter() - start,
+            warnings=notes,
+        )
+
+    # -- steps ------------------------------------------------------------
+    def _prepare(self, plane, rgb, channel_map, ph, pw, n_tiles) -> _SliceState:
+        x = normalize(plane, self.normalization)
+        x = map_channels(x, self.input_channels, channel_map, rgb=rgb)
+        x = pad_to(x, ph, pw)
+        k = self.num_classes
+        dev = self.device
+        return _SliceState(
+            input=torch.from_numpy(np.ascontiguousarray(x)),
+            acc=torch.zeros((k, ph, pw), dtype=torch.float32, device=dev),
+            weight=torch.zeros((ph, pw), dtype=torch.float32, device=dev),
+            remaining=n_tiles,
+        )
+
+    @torch.inference_mode()
+    def _forward(self, tiles: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(tiles).to(self.device, non_blocking=True)
+        autocast = contextlib.nullcontext()
+        if self.amp and self.device.type == 'cuda':
+            autocast = torch.autocast('cuda', dtype=torch.bfloat16)
+        with autocast:
+            y = self.model(x)
+        y = y.float()
+        return y if self.num_classes == 1 else torch.softmax(y, dim=1)
+
+    def _write(self, p: torch.Tensor, labels, probs, z: int) -> None:
+        if self.num_classes == 1:
+            labels[z] = (p[0] >= self.threshold).cpu().numpy()
+        else:
+            labels[z] = p.argmax(0).cpu().numpy()
+        if probs is not None:
+            probs[z] = (p[0] if self.num_classes == 1 else p).cpu().numpy()
+
+    def _recover_from_oom(self, batch_size: int) -> tuple[int, str]:
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        if batch_size > 1:
+            note = (
+                f'out of memory on {self.device}: tile batch '
+                f'{batch_size} -> {batch_size // 2}'
+            )
+            log.warning(note)
+            return batch_size // 2, note
+        if self.device.type != 'cpu':
+            old = self.device
+            self.device = torch.device('cpu')
+            self.model.to(self.device)
+            note = (
+                f'out of memory on {old} even with one tile at a time: '
+                'continuing on the CPU (slower); a smaller tile size keeps it '
+                'on the GPU'
+            )
+            log.warning(note)
+            return 1, note
+        raise MemoryError(
+            'out of memory on the CPU with one tile at a time: use a smaller '
+            'tile size or close other programs'
+        )
+
+
+@dataclass
+class _SliceState:
+    input: torch.Tensor  # (C, Hp, Wp) normalised, padded, on the CPU
+    acc: torch.Tensor  # (K, Hp, Wp) weighted sum of tile outputs
+    weight: torch.Tensor  # (Hp, Wp) sum of tile weights
+    remaining: int
+
+
+def _slice_pos(layout: _Layout) -> int | None:
+    """Position of the slice axis among the spatial axes."""
+    if layout.slice_axis is None:
+        return None
+    return [i for i in range(len(layout.shape)) if i != layout.channel_axis].index(
+        layout.slice_axis
+    )
+
+
+def _slice_first(array: np.ndarray | None, layout: _Layout, offset: int = 0):
+    """A view of an output array with the slice axis first (a leading axis
+    of length 1 for a 2-D image), so slice ``z`` is ``view[z]``."""
+    if array is None:
+        return None
+    pos = _slice_pos(layout)
+    if pos is None:
+        return array[None]
+    return np.moveaxis(array, pos + offset, 0)

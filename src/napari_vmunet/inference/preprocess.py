@@ -1,0 +1,141 @@
+"""Turning whatever a user has into what a VM-UNet was trained on.
+
+Normalisation is described by a small dict stored in the checkpoint
+metadata (``metadata['input']['normalization']``) so that training and
+inference always agree:
+
+* ``{'mode': 'minmax'}`` -- the original VM-UNet: each 2-D image is mapped
+  to [0, 255] by its own min and max (over all pixels and channels).
+* ``{'mode': 'percentile', 'low': 1, 'high': 99.8}`` -- robust min-max.
+* ``{'mode': 'window', 'low': -125, 'high': 275}`` -- a fixed intensity
+  window, e.g. CT Hounsfield units (the Synapse recipe).
+* ``{'mode': 'none'}`` -- the values as they are.
+
+An optional ``'range': [a, b]`` sets the output range (default [0, 255];
+the original Synapse models were trained on [0, 1]).  Statistics are taken
+per 2-D image, as the original does; a volume is normalised slice by slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+DEFAULT_NORMALIZATION: dict = {'mode': 'minmax'}
+MODES = ('minmax', 'percentile', 'window', 'none')
+
+
+class ChannelMismatchError(ValueError):
+    """The image's channels cannot be mapped onto the model's inputs."""
+
+
+def check_normalization(spec: dict | None) -> dict:
+    """Validate a normalisation spec and fill in defaults."""
+    spec = dict(spec or DEFAULT_NORMALIZATION)
+    mode = spec.get('mode', 'minmax')
+    if mode not in MODES:
+        raise ValueError(f'unknown normalization mode {mode!r}; use one of {MODES}')
+    if mode == 'percentile':
+        spec.setdefault('low', 1.0)
+        spec.setdefault('high', 99.8)
+    if mode in ('percentile', 'window'):
+        if 'low' not in spec or 'high' not in spec:
+            raise ValueError(f'normalization mode {mode!r} needs "low" and "high"')
+        if not float(spec['low']) < float(spec['high']):
+            raise ValueError(f'normalization needs low < high, got {spec}')
+    lo, hi = spec.setdefault('range', [0.0, 255.0])
+    if not float(lo) < float(hi):
+        raise ValueError(f'normalization range must increase, got {spec["range"]}')
+    spec['mode'] = mode
+    return spec
+
+
+def finite(x: np.ndarray) -> np.ndarray:
+    """``x`` as float32 with NaN/Inf replaced by the finite extremes.
+
+    A scanner's NaN padding or a division by zero upstream must not turn the
+    whole prediction into NaN; with no finite value at all the image is 0.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x
+    good = x[~bad]
+    if good.size == 0:
+        return np.zeros_like(x)
+    lo, hi = float(good.min()), float(good.max())
+    x = x.copy()
+    x[np.isnan(x)] = lo
+    x[np.isposinf(x)] = hi
+    x[np.isneginf(x)] = lo
+    return x
+
+
+def normalize(image: np.ndarray, spec: dict | None = None) -> np.ndarray:
+    """Normalise one 2-D image (any channel layout) as ``spec`` says.
+
+    Returns float32.  A constant image maps to the bottom of the range
+    rather than NaN (the original divides by zero there).
+    """
+    spec = check_normalization(spec)
+    x = finite(image)
+    out_lo, out_hi = (float(v) for v in spec['range'])
+    mode = spec['mode']
+    if mode == 'none':
+        return x
+    if mode == 'minmax':
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    elif mode == 'percentile':
+        lo, hi = (float(v) for v in np.percentile(x, [spec['low'], spec['high']]))
+    else:
+        lo, hi = float(spec['low']), float(spec['high'])
+    if hi <= lo:
+        return np.full_like(x, out_lo)
+    scale = (out_hi - out_lo) / (hi - lo)
+    y = (x - lo) * scale + out_lo
+    if mode != 'minmax':
+        np.clip(y, out_lo, out_hi, out=y)
+    return y
+
+
+def map_channels(
+    image: np.ndarray,
+    model_channels: int,
+    channel_map: Sequence[int] | None = None,
+    rgb: bool = False,
+) -> np.ndarray:
+    """Arrange a channels-first ``(C, H, W)`` image for the model.
+
+    A single channel is repeated (as the original VM-UNet does for grey
+    input), RGBA drops alpha, and ``channel_map`` picks which image channel
+    feeds each model channel.  Anything else is an error that says how to
+    fix it.
+    """
+    n = image.shape[0]
+    if channel_map is not None:
+        channel_map = [int(c) for c in channel_map]
+        if len(channel_map) not in (1, model_channels):
+            raise ChannelMismatchError(
+                f'channel_map {channel_map} has {len(channel_map)} entries; the '
+                f'model takes {model_channels} channels'
+            )
+        if not all(0 <= c < n for c in channel_map):
+            raise ChannelMismatchError(
+                f'channel_map {channel_map} refers to channels the image does '
+                f'not have (it has {n}: 0..{n - 1})'
+            )
+        image = image[channel_map]
+        n = image.shape[0]
+    if n == model_channels:
+        return image
+    if n == 1:
+        return np.repeat(image, model_channels, axis=0)
+    if rgb and n == 4 and model_channels == 3:
+        return image[:3]
+    hint = ', '.join(str(i % n) for i in range(model_channels))
+    raise ChannelMismatchError(
+        f'the model takes {model_channels} input channel(s) but the image has '
+        f'{n}. Choose which image channel feeds each model channel '
+        f'(e.g. channel map "{hint}"), or use a single channel.'
+    )

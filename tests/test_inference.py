@@ -1,0 +1,284 @@
+"""The Predictor: layouts, tiling, normalisation, progress, cancel, OOM."""
+
+from __future__ import annotations
+
+import threading
+import types
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_vmunet.inference import (
+    Cancelled,
+    ChannelMismatchError,
+    Predictor,
+    normalize,
+    resolve_device,
+)
+from napari_vmunet.inference.preprocess import finite, map_channels
+from napari_vmunet.model import VMUNet
+
+TINY = dict(dims=(8, 16, 32, 64))
+
+
+def wrap(model, tile=64, **input_meta):
+    """A checkpoint-like object around an in-memory model."""
+    meta = {'input': {'tile_size': [tile, tile], **input_meta}}
+    return types.SimpleNamespace(model=model, metadata=meta)
+
+
+@pytest.fixture(scope='module')
+def tiny3():
+    torch.manual_seed(0)
+    return VMUNet(num_classes=3, **TINY).eval()
+
+
+@pytest.fixture(scope='module')
+def tiny1():
+    torch.manual_seed(1)
+    return VMUNet(num_classes=1, **TINY).eval()
+
+
+class PixelModel(nn.Module):
+    """A 1x1-conv 'segmenter' with the VMUNet interface: its output at a
+    pixel depends only on that pixel, so a tiled prediction must equal the
+    whole-image prediction exactly -- a direct test of the blending."""
+
+    num_classes = 2
+    input_channels = 3
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.calls = []
+
+    def set_scan_backend(self, backend):
+        pass
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.conv(x / 255.0)
+
+
+def direct(model, image_chw):
+    with torch.no_grad():
+        out = model(torch.from_numpy(image_chw)[None].float())
+    return out[0]
+
+
+def test_single_tile_prediction_is_the_model_forward(tiny3):
+    image = np.random.default_rng(0).normal(100, 20, (64, 64)).astype(np.float32)
+    result = Predictor(wrap(tiny3), device='cpu').predict(
+        image, return_probabilities=True
+    )
+    x = normalize(image[None])  # min-max to [0, 255], the original's input
+    want = torch.softmax(direct(tiny3, x), 0).numpy()
+    assert result.labels.shape == (64, 64)
+    assert result.probabilities.shape == (3, 64, 64)
+    assert result.probabilities.dtype == np.float16
+    np.testing.assert_allclose(result.probabilities, want, atol=1e-3)
+    np.testing.assert_array_equal(result.labels, want.argmax(0))
+
+
+def test_one_class_model_thresholds_probabilities(tiny1):
+    image = np.random.default_rng(1).random((64, 64))
+    pred = Predictor(wrap(tiny1), device='cpu', threshold=0.5)
+    result = pred.predict(image, return_probabilities=True)
+    assert result.probabilities.shape == (64, 64)
+    np.testing.assert_array_equal(result.labels, result.probabilities >= 0.5)
+    assert result.class_names == ['background', 'class 1']
+
+
+@pytest.mark.parametrize('shape', [(200, 300), (64, 129), (97, 64)])
+def test_tiles_blend_without_seams(shape):
+    model = PixelModel()
+    rng = np.random.default_rng(3)
+    image = rng.random((*shape, 3)).astype(np.float32) * 255
+    image[0, 0] = (0, 0, 0)  # pin min/max so normalisation is the identity
+    image[0, 1] = (255, 255, 255)
+    pred = Predictor(wrap(model, tile=64), device='cpu', overlap=0.5, batch_size=3)
+    result = pred.predict(image, return_probabilities=True)
+    want = torch.softmax(direct(model, image.transpose(2, 0, 1)), 0).numpy()
+    np.testing.assert_allclose(result.probabilities, want, atol=2e-3)
+    assert max(model.calls) <= 3  # the tile batch is respected
+
+
+def test_volume_is_predicted_slice_by_slice_along_any_axis(tiny3):
+    vol = np.random.default_rng(4).random((4, 40, 50)).astype(np.float32)
+    pred = Predictor(wrap(tiny3), device='cpu')
+    for axis in (0, 1, 2):
+        result = pred.predict(vol, slice_axis=axis, return_probabilities=True)
+        assert result.labels.shape == vol.shape
+        assert result.probabilities.shape == (3, *vol.shape)
+        plane = np.take(vol, 1, axis=axis)
+        single = pred.predict(plane, return_probabilities=True)
+        np.testing.assert_array_equal(
+            np.take(result.labels, 1, axis=axis), single.labels
+        )
+
+
+def test_volume_with_channels(tiny3):
+    vol = np.random.default_rng(5).random((3, 2, 32, 40))  # (Z, C, Y, X)
+    pred = Predictor(wrap(tiny3), device='cpu')
+    result = pred.predict(vol, channel_axis=1, channel_map=[0, 1, 1])
+    assert result.labels.shape == (3, 32, 40)
+    with pytest.raises(ChannelMismatchError, match='channel map'):
+        pred.predict(vol, channel_axis=1)
+
+
+def test_rgb_rgba_grey_and_dtypes(tiny3):
+    pred = Predictor(wrap(tiny3), device='cpu')
+    rng = np.random.default_rng(6)
+    rgb = (rng.random((50, 60, 3)) * 255).astype(np.uint8)
+    rgba = np.concatenate([rgb, np.full((50, 60, 1), 255, np.uint8)], axis=-1)
+    a = pred.predict(rgb).labels
+    b = pred.predict(rgba).labels  # alpha is dropped
+    np.testing.assert_array_equal(a, b)
+    assert pred.predict(rgb[..., 0].astype(np.uint16)).labels.shape == (50, 60)
+    assert pred.predict(rgb[..., 0] > 128).labels.shape == (50, 60)
+    assert pred.predict(rgb[..., 0].astype(np.int32) - 1000).labels.shape == (50, 60)
+
+
+def test_nan_inf_constant_tiny_and_empty_images(tiny3):
+    pred = Predictor(wrap(tiny3), device='cpu')
+    image = np.random.default_rng(7).random((40, 40)).astype(np.float32)
+    image[5:9] = np.nan
+    image[0, 0] = np.inf
+    image[0, 1] = -np.inf
+    result = pred.predict(image, return_probabilities=True)
+    assert np.isfinite(result.probabilities.astype(np.float32)).all()
+    for img in (np.full((40, 40), 7.0), np.full((40, 40), np.nan), np.zeros((3, 5))):
+        assert pred.predict(img).labels.shape == img.shape
+    with pytest.raises(ValueError, match='empty'):
+        pred.predict(np.zeros((0, 10)))
+    with pytest.raises(ValueError, match='2-D image or a 3-D volume'):
+        pred.predict(np.zeros(10))
+
+
+def test_normalization_modes():
+    x = np.array([[0.0, 50.0], [100.0, 200.0]])[None]
+    np.testing.assert_allclose(normalize(x), [[[0, 63.75], [127.5, 255]]])
+    window = normalize(x, {'mode': 'window', 'low': 0, 'high': 100, 'range': [0, 1]})
+    np.testing.assert_allclose(window, [[[0, 0.5], [1, 1]]])
+    assert normalize(x, {'mode': 'none'}).tolist() == x.tolist()
+    pct = normalize(np.arange(1000.0)[None, None], {'mode': 'percentile'})
+    assert pct.min() == 0 and pct.max() == 255
+    with pytest.raises(ValueError, match='unknown normalization'):
+        normalize(x, {'mode': 'zscore'})
+    assert np.isfinite(finite(np.array([np.nan, np.inf, 1.0]))).all()
+
+
+def test_channel_mapping_errors_say_what_to_do():
+    img = np.zeros((2, 4, 4))
+    with pytest.raises(ChannelMismatchError, match='takes 3 input channel.*has 2'):
+        map_channels(img, 3)
+    with pytest.raises(ChannelMismatchError, match='does not have'):
+        map_channels(img, 3, channel_map=[0, 1, 2])
+    assert map_channels(img, 3, channel_map=[1]).shape == (3, 4, 4)
+
+
+def test_progress_and_generator_protocol(tiny3):
+    pred = Predictor(wrap(tiny3), device='cpu', batch_size=2, overlap=0.5)
+    gen = pred.iter_predict(np.random.default_rng(8).random((2, 100, 100)))
+    steps = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            steps.append(next(gen))
+    assert [s.done for s in steps] == sorted(s.done for s in steps)
+    assert steps[-1].done == steps[-1].total == 2 * 9  # 2 slices x 3x3 tiles
+    assert steps[-1].slices_done == 2
+    assert stop.value.value.labels.shape == (2, 100, 100)
+
+
+def test_cancel_takes_effect_within_one_batch():
+    model = PixelModel()
+    pred = Predictor(wrap(model, tile=64), device='cpu', batch_size=1)
+    event = threading.Event()
+    seen = []
+
+    def on_progress(step):
+        seen.append(step)
+        if step.done == 3:
+            event.set()
+
+    with pytest.raises(Cancelled):
+        pred.predict(np.zeros((400, 400, 3)), progress=on_progress, should_cancel=event)
+    assert len(model.calls) == 3  # no forward pass after the request
+
+
+class FlakyOOM(PixelModel):
+    """Raises CUDA-style out-of-memory for batches larger than 1."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory (simulated)')
+        return super().forward(x)
+
+
+def test_out_of_memory_halves_the_tile_batch_and_still_finishes():
+    model = FlakyOOM()
+    image = np.random.default_rng(9).random((150, 150, 3)) * 255
+    pred = Predictor(wrap(model, tile=64), device='cpu', batch_size=4)
+    with pytest.warns(RuntimeWarning, match='out of memory'):
+        result = pred.predict(image, return_probabilities=True)
+    assert any('4 -> 2' in w for w in result.warnings)
+    assert any('2 -> 1' in w for w in result.warnings)
+    reference = Predictor(wrap(PixelModel(), tile=64), device='cpu', batch_size=1)
+    want = reference.predict(image, return_probabilities=True)
+    np.testing.assert_array_equal(result.probabilities, want.probabilities)
+
+
+def test_out_of_memory_at_batch_one_on_cpu_explains():
+    class AlwaysOOM(PixelModel):
+        def forward(self, x):
+            raise RuntimeError('DefaultCPUAllocator: not enough memory: out of memory')
+
+    pred = Predictor(wrap(AlwaysOOM(), tile=64), device='cpu', batch_size=1)
+    with pytest.raises(MemoryError, match='smaller tile size'):
+        pred.predict(np.zeros((64, 64)))
+
+
+def test_dask_volume_is_read_one_slice_at_a_time(tiny3):
+    da = pytest.importorskip('dask.array')
+    rng = np.random.default_rng(10)
+    vol = rng.random((6, 48, 48)).astype(np.float32)
+    reads = []
+
+    def load(block_id):
+        if isinstance(block_id, tuple):  # dask also calls once to infer meta
+            reads.append(block_id)
+            return vol[block_id[0] : block_id[0] + 1]
+        return vol[:1]
+
+    lazy = da.map_blocks(
+        lambda block_id=None: load(block_id),
+        chunks=((1,) * 6, (48,), (48,)),
+        dtype=np.float32,
+    )
+    pred = Predictor(wrap(tiny3), device='cpu')
+    result = pred.predict(lazy)
+    np.testing.assert_array_equal(result.labels, pred.predict(vol).labels)
+    assert len(reads) == 6  # each slice read once, never the whole volume at once
+
+
+def test_devices():
+    assert resolve_device('auto').type in ('cpu', 'cuda', 'mps')
+    assert resolve_device('cpu') == torch.device('cpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='no CUDA GPU'):
+            resolve_device('cuda')
+    with pytest.raises(ValueError, match='unknown device|unsupported device'):
+        resolve_device('tpu')
+
+
+def test_bad_parameters_are_refused(tiny3):
+    with pytest.raises(ValueError, match='multiple of 32'):
+        Predictor(wrap(tiny3), device='cpu', tile_size=100)
+    with pytest.raises(ValueError, match='overlap'):
+        Predictor(wrap(tiny3), device='cpu', overlap=1.0)
+    pred = Predictor(wrap(tiny3), device='cpu')
+    with pytest.raises(ValueError, match='no slice axis'):
+        pred.predict(np.zeros((10, 10)), slice_axis=0)
