@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ('predict', 'info', 'convert', 'demo')
 
 
 class UserError(Exception):
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('napari-vmunet: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `napari-vmunet info x | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             raise

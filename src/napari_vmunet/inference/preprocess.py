@@ -23,16 +23,30 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_NORMALIZATION: dict = {'mode': 'minmax'}
-MODES = ('minmax', 'percentile', 'window', 'none')
+MODES = ('minmax', 'window', 'percentile', 'none')
 
 
 class ChannelMismatchError(ValueError):
     """The image's channels cannot be mapped onto the model's inputs."""
 
 
+DEFAULT_RANGE = (0.0, 255.0)
+_KEYS = {'mode', 'low', 'high', 'range'}
+
+
 def check_normalization(spec: dict | None) -> dict:
-    """Validate a normalisation spec and fill in defaults."""
+    """Validate a normalisation spec and fill in defaults.
+
+    The one place that knows the schema: the checkpoint metadata validator
+    and the trainer call it too.  Raises ``ValueError`` saying what is wrong.
+    """
     spec = dict(spec or DEFAULT_NORMALIZATION)
+    unknown = sorted(set(spec) - _KEYS)
+    if unknown:
+        raise ValueError(
+            f'normalization has unknown field(s) {", ".join(unknown)}; '
+            f'expected {", ".join(sorted(_KEYS))}'
+        )
     mode = spec.get('mode', 'minmax')
     if mode not in MODES:
         raise ValueError(f'unknown normalization mode {mode!r}; use one of {MODES}')
@@ -42,13 +56,41 @@ def check_normalization(spec: dict | None) -> dict:
     if mode in ('percentile', 'window'):
         if 'low' not in spec or 'high' not in spec:
             raise ValueError(f'normalization mode {mode!r} needs "low" and "high"')
-        if not float(spec['low']) < float(spec['high']):
-            raise ValueError(f'normalization needs low < high, got {spec}')
-    lo, hi = spec.setdefault('range', [0.0, 255.0])
-    if not float(lo) < float(hi):
-        raise ValueError(f'normalization range must increase, got {spec["range"]}')
+        low, high = spec['low'], spec['high']
+        if not (_is_number(low) and _is_number(high) and low < high):
+            raise ValueError(
+                f'normalization {mode} needs numbers low < high, got '
+                f'low={low!r}, high={high!r}'
+            )
+        if mode == 'percentile' and not (low >= 0 and high <= 100):
+            raise ValueError(
+                f'normalization percentile bounds must lie in [0, 100], got '
+                f'{low}, {high}'
+            )
+        spec['low'], spec['high'] = float(low), float(high)
+    else:
+        for key in ('low', 'high'):
+            if key in spec:
+                raise ValueError(f'normalization mode {mode!r} takes no {key!r}')
+    out = spec.setdefault('range', list(DEFAULT_RANGE))
+    if not (
+        isinstance(out, (list, tuple))
+        and len(out) == 2
+        and all(_is_number(v) for v in out)
+        and out[0] < out[1]
+    ):
+        raise ValueError(f'normalization range must be [low, high], got {out!r}')
+    spec['range'] = [float(out[0]), float(out[1])]
     spec['mode'] = mode
     return spec
+
+
+def _is_number(value) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )
 
 
 def finite(x: np.ndarray) -> np.ndarray:

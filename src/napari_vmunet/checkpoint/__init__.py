@@ -1,0 +1,66 @@
+"""VM-UNet checkpoints: load, save, convert and initialise from VMamba.
+
+Formats read by :func:`load_checkpoint` (recognised by content, not by name):
+
+* ``napari-vmunet`` -- ``*.safetensors`` written by :func:`save_checkpoint`:
+  the weights (keys ``vmunet.*``) plus a JSON document under the safetensors
+  metadata key ``"napari_vmunet"`` (schema: :mod:`._metadata`, format
+  version 1).  Training state for resuming lives next to it in
+  ``<stem>.train_state.pt`` (``model.safetensors`` ->
+  ``model.train_state.pt``), written with ``torch.save`` and read with
+  ``weights_only=True``.
+* ``original-best`` -- the original ``best.pth``: ``torch.save`` of a flat
+  state dict.
+* ``original-latest`` -- the original ``latest.pth``: a dict with
+  ``model_state_dict``, ``optimizer_state_dict``, ``scheduler_state_dict``,
+  ``epoch``, ``min_loss``, ``min_epoch``, ``loss``.
+
+Either original layout may carry a ``module.`` prefix (DataParallel / DDP)
+and thop's ``total_ops``/``total_params`` buffers; both are handled.  The
+architecture of original files is read from tensor shapes
+(:func:`infer_config`).  PyTorch files are only opened with
+``weights_only=True``: nothing in a checkpoint is ever executed.  Every
+problem raises :class:`CheckpointError`.  This package imports neither napari
+nor Qt.
+"""
+
+from ._core import (
+    SOURCE_FORMATS,
+    Checkpoint,
+    convert,
+    export_original,
+    load_checkpoint,
+    save_checkpoint,
+    summary,
+    training_state_path,
+)
+from ._errors import CheckpointError, CheckpointWarning
+from ._metadata import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    default_metadata,
+    parse_normalization,
+    validate_metadata,
+)
+from ._pretrained import load_vmamba_pretrained
+from ._state import infer_config
+
+__all__ = [
+    'FORMAT_VERSION',
+    'METADATA_KEY',
+    'SOURCE_FORMATS',
+    'Checkpoint',
+    'CheckpointError',
+    'CheckpointWarning',
+    'convert',
+    'default_metadata',
+    'export_original',
+    'infer_config',
+    'load_checkpoint',
+    'load_vmamba_pretrained',
+    'parse_normalization',
+    'save_checkpoint',
+    'summary',
+    'training_state_path',
+    'validate_metadata',
+]
