@@ -70,6 +70,9 @@ class InferenceWidget(QWidget):
         self._pbar = None
         self._predictor = None
         self._predictor_key = None
+        self._checkpoint_cache = None
+        self._info_worker = None
+        self._job_over = False
         self.last_result = None  # (params, PredictionResult) of the last run
 
         layout = QVBoxLayout(self)
@@ -267,17 +270,36 @@ class InferenceWidget(QWidget):
         )
 
     def _checkpoint_changed(self, *_args) -> None:
+        """Load the chosen checkpoint in a worker thread and describe it."""
         path = self.checkpoint_path()
         if not path:
             self.model_info.setText('No checkpoint: Browse… to choose one.')
             return
-        try:
-            from ..checkpoint import load_checkpoint
+        from napari.qt.threading import create_worker
 
-            ckpt = load_checkpoint(path)
-        except Exception as err:  # noqa: BLE001 - shown to the user
-            self.model_info.setText(f'<b>Cannot use this file:</b> {err}')
-            return
+        self.model_info.setText(f'Reading {Path(path).name}…')
+        worker = create_worker(self._load_checkpoint, path, _ignore_errors=True)
+        worker.returned.connect(self._show_model_info)
+        worker.errored.connect(
+            lambda err: self.model_info.setText(f'<b>Cannot use this file:</b> {err}')
+        )
+        self._info_worker = worker  # keep a reference while it runs
+        worker.start()
+
+    def _load_checkpoint(self, path: str):
+        """The loaded checkpoint for ``path``, reused while the file is unchanged
+        (a retrained file is picked up by its new modification time)."""
+        from ..checkpoint import load_checkpoint
+
+        key = (path, os.path.getmtime(path))
+        cached = self._checkpoint_cache
+        if cached is None or cached[0] != key:
+            cached = self._checkpoint_cache = (key, load_checkpoint(path))
+        return cached[1]
+
+    def _show_model_info(self, ckpt) -> None:
+        if str(ckpt.path) != self.checkpoint_path():
+            return  # the user picked another file meanwhile
         cfg, meta = ckpt.config, ckpt.metadata
         names = meta.get('classes', {}).get('names') or []
         inputs = meta.get('input', {})
@@ -376,12 +398,15 @@ class InferenceWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
-        self._worker = create_worker(self._job, params, _start_thread=False)
+        self._worker = create_worker(
+            self._job, params, _start_thread=False, _ignore_errors=True
+        )
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_result)
         self._worker.errored.connect(self._error)
         self._worker.aborted.connect(self._on_aborted)
         self._worker.finished.connect(self._on_finished)
+        self._job_over = False
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -397,9 +422,9 @@ class InferenceWidget(QWidget):
     def _predictor_for(self, params: dict):
         from ..inference import Predictor
 
+        checkpoint = self._load_checkpoint(params['path'])
         key = (
-            params['path'],
-            os.path.getmtime(params['path']),
+            id(checkpoint),
             params['device'],
             params['tile_size'],
             params['batch_size'],
@@ -409,7 +434,7 @@ class InferenceWidget(QWidget):
         if key != self._predictor_key:
             self._predictor = None  # free the old model first
             self._predictor = Predictor(
-                params['path'],
+                checkpoint,
                 device=params['device'],
                 tile_size=params['tile_size'],
                 batch_size=params['batch_size'],
@@ -445,22 +470,27 @@ class InferenceWidget(QWidget):
         return params, result
 
     def _on_progress(self, step) -> None:
+        if self._worker is None or self._job_over:
+            return  # progress signals can arrive after the end of the job
         if step.total:
             self.progress.setRange(0, step.total)
             self.progress.setValue(step.done)
-        if self._pbar is None:
-            from napari.utils import progress
-
-            self._pbar = progress(total=step.total, desc='VM-UNet inference')
-        self._pbar.update(step.done - self._pbar.n)
         where = (
             f'slice {step.slices_done}/{step.slices_total}, '
             if step.slices_total > 1
             else ''
         )
         self.status.setText(f'Predicting: {where}tile {step.done}/{step.total}')
+        # last: napari's progress bar may process pending events (re-entrancy)
+        pbar = self._pbar
+        if pbar is None:
+            from napari.utils import progress
+
+            pbar = self._pbar = progress(total=step.total, desc='VM-UNet inference')
+        pbar.update(step.done - pbar.n)
 
     def _on_result(self, value) -> None:
+        self._job_over = True
         params, result = value
         self.last_result = value
         layer = self._write_labels(params, result)
@@ -477,6 +507,7 @@ class InferenceWidget(QWidget):
         self.progress.setValue(1)
 
     def _on_aborted(self) -> None:
+        self._job_over = True
         self.status.setText('Cancelled: no layer was changed.')
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -484,6 +515,7 @@ class InferenceWidget(QWidget):
     def _error(self, err: BaseException) -> None:
         from napari.utils.notifications import show_error
 
+        self._job_over = True
         message = f'VM-UNet inference failed: {err}'
         self.status.setText(message)
         show_error(message)
@@ -524,9 +556,7 @@ class InferenceWidget(QWidget):
         name = f'{image.name} [{model_name}]'
         geometry = self._geometry(params)
         channels = image.data.ndim - 1 if params['rgb'] else params['channel_axis']
-        full_shape = tuple(
-            s for i, s in enumerate(image.data.shape) if i != channels
-        )
+        full_shape = tuple(s for i, s in enumerate(image.data.shape) if i != channels)
         existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
         if not (
             isinstance(existing, napari.layers.Labels)
@@ -579,24 +609,26 @@ class InferenceWidget(QWidget):
             return None
 
     def _write_probabilities(self, params: dict, result) -> None:
+        """One hidden image layer per class, ``<labels name> p(<class>)``:
+        separate layers keep the viewer's dimensions those of the image."""
+        if params['slice_index'] is not None:
+            return  # a single plane of probabilities would mislead
         image = params['layer']
         model_name = Path(params['path']).name.split('.')[0]
-        name = f'{image.name} [{model_name}] probabilities'
-        geometry = self._geometry(params)
         probs = result.probabilities
-        if probs.ndim > result.labels.ndim:  # class axis first
-            geometry = dict(
-                scale=[1.0, *geometry['scale']],
-                translate=[0.0, *geometry['translate']],
-            )
-        if params['slice_index'] is not None:
-            self.status.setText('Probabilities are only added for whole-image runs.')
-            return
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = probs
+        if probs.ndim == result.labels.ndim:  # one class: foreground only
+            planes = {result.class_names[-1]: probs}
         else:
+            planes = dict(zip(result.class_names, probs, strict=True))
+        geometry = self._geometry(params)
+        for cls, data in planes.items():
+            name = f'{image.name} [{model_name}] p({cls})'
+            existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
+            if existing is not None and existing.data.shape == data.shape:
+                existing.data = data
+                continue
             self.viewer.add_image(
-                probs,
+                data,
                 name=name,
                 colormap='magma',
                 contrast_limits=(0, 1),

@@ -1,0 +1,153 @@
+"""The inference dock in a real napari viewer (under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_vmunet._widgets._stall import StallMonitor
+from napari_vmunet._widgets.inference import InferenceWidget
+from napari_vmunet.checkpoint import default_metadata, save_checkpoint
+from napari_vmunet.inference import Predictor
+from napari_vmunet.io import load_sample
+from napari_vmunet.model import VMUNet
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope='module')
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VMUNet(num_classes=3, dims=(8, 16, 32, 64))
+    meta = default_metadata(
+        model.config,
+        class_names=['background', 'grey matter', 'white matter'],
+        tile_size=64,
+    )
+    return save_checkpoint(
+        model, tmp_path_factory.mktemp('m') / 'tiny.safetensors', meta
+    )
+
+
+@pytest.fixture
+def dock(make_napari_viewer, tiny_ckpt, qtbot):
+    viewer = make_napari_viewer()
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_ckpt)
+    widget.device.setCurrentText('cpu')
+    qtbot.waitUntil(lambda: 'parameters' in widget.model_info.text())
+    assert '3 class(es): grey matter, white matter' in widget.model_info.text()
+    return viewer, widget
+
+
+def run_and_wait(widget, qtbot, timeout=120_000):
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
+
+
+def test_2d_run_creates_an_editable_labels_layer_in_the_image_space(dock, qtbot):
+    viewer, widget = dock
+    image = np.random.default_rng(0).random((100, 120)).astype(np.float32)
+    layer = viewer.add_image(image, name='cells', scale=(0.5, 0.25), translate=(10, 20))
+    widget.set_image_layer(layer)
+    run_and_wait(widget, qtbot)
+    labels = viewer.layers['cells [tiny]']
+    assert labels.data.shape == (100, 120)
+    assert labels.data.dtype == np.uint8
+    np.testing.assert_allclose(labels.scale, (0.5, 0.25))
+    np.testing.assert_allclose(labels.translate, (10, 20))
+    assert labels.editable
+    want = Predictor(widget.checkpoint_path(), device='cpu').predict(image).labels
+    np.testing.assert_array_equal(labels.data, want)
+    assert list(labels.features['class']) == [
+        'background',
+        'grey matter',
+        'white matter',
+    ]
+    assert 'ready to edit' in widget.status.text()
+    # running again updates the same layer instead of piling up new ones
+    n_layers = len(viewer.layers)
+    labels.data = np.zeros_like(labels.data)
+    run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == n_layers
+    np.testing.assert_array_equal(viewer.layers['cells [tiny]'].data, want)
+
+
+def test_3d_volume_whole_and_current_slice_with_probabilities(dock, qtbot):
+    viewer, widget = dock
+    brain, _ = load_sample('brain')
+    vol = np.asarray(brain.data[90:96, 60:160, 50:150])
+    layer = viewer.add_image(vol, name='brain', scale=brain.scale)
+    widget.set_image_layer(layer)
+    widget.probabilities.setChecked(True)
+    monitor = StallMonitor()
+    monitor.start()
+    run_and_wait(widget, qtbot)
+    monitor.stop()
+    labels = viewer.layers['brain [tiny]']
+    assert labels.data.shape == vol.shape
+    for cls in ('background', 'grey matter', 'white matter'):
+        probs = viewer.layers[f'brain [tiny] p({cls})']
+        assert probs.data.shape == vol.shape
+        np.testing.assert_allclose(probs.scale, brain.scale)
+    assert viewer.dims.ndim == 3  # probabilities add no extra slider
+    np.testing.assert_allclose(labels.scale, brain.scale)
+    # the GUI thread kept running while the volume was predicted
+    assert monitor.gaps, 'the event loop never ran during the prediction'
+    assert monitor.longest_stall_ms < 1000, monitor.longest_stall_ms
+
+    # current slice: only that plane changes
+    labels.data = np.zeros_like(labels.data)
+    viewer.dims.set_point(0, brain.scale[0] * 3)
+    widget.scope_slice.setChecked(True)
+    widget.probabilities.setChecked(False)
+    run_and_wait(widget, qtbot)
+    data = viewer.layers['brain [tiny]'].data
+    changed = [z for z in range(vol.shape[0]) if data[z].any()]
+    assert changed == [3]
+
+
+def test_cancel_leaves_the_layers_untouched(dock, qtbot):
+    viewer, widget = dock
+    layer = viewer.add_image(
+        np.random.default_rng(1).random((20, 256, 256)), name='big'
+    )
+    widget.set_image_layer(layer)
+    widget.batch_size.setValue(1)
+    seen = []
+    widget.run()
+    widget._worker.yielded.connect(lambda step: seen.append(step))
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert 'big [tiny]' not in viewer.layers
+    assert 'Cancelled' in widget.status.text()
+    assert seen[-1].done < seen[-1].total
+    assert widget.run_button.isEnabled()
+
+
+def test_bad_checkpoint_and_wrong_channels_are_reported(
+    dock, qtbot, tmp_path, tiny_ckpt
+):
+    viewer, widget = dock
+    bad = tmp_path / 'broken.pth'
+    bad.write_bytes(b'\x00garbage' * 10)
+    widget.set_checkpoint(bad)
+    qtbot.waitUntil(lambda: 'Cannot use this file' in widget.model_info.text())
+    assert 'broken.pth' in widget.model_info.text()
+    layer = viewer.add_image(np.zeros((2, 64, 64)), name='two channels')
+    widget.set_image_layer(layer)
+    errors = []
+    widget._error = lambda err, _orig=widget._error: (errors.append(err), _orig(err))
+    run_and_wait(widget, qtbot)
+    assert errors and 'broken.pth' in str(errors[-1])
+    assert 'failed' in widget.status.text()
+
+    widget.set_checkpoint(tiny_ckpt)
+    widget.channel_axis.setCurrentIndex(1)  # axis 0 holds 2 channels
+    errors.clear()
+    run_and_wait(widget, qtbot)
+    assert errors and 'channel' in str(errors[-1])
+    assert 'two channels [tiny]' not in viewer.layers
