@@ -277,8 +277,22 @@ def test_devices():
 def test_bad_parameters_are_refused(tiny3):
     with pytest.raises(ValueError, match='multiple of 32'):
         Predictor(wrap(tiny3), device='cpu', tile_size=100)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        Predictor(wrap(tiny3), device='cpu', tile_size=-32)
     with pytest.raises(ValueError, match='overlap'):
         Predictor(wrap(tiny3), device='cpu', overlap=1.0)
     pred = Predictor(wrap(tiny3), device='cpu')
     with pytest.raises(ValueError, match='no slice axis'):
         pred.predict(np.zeros((10, 10)), slice_axis=0)
+
+
+def test_whole_image_mode_is_one_forward_on_the_padded_image(tiny3):
+    image = np.random.default_rng(11).random((100, 150)).astype(np.float32)
+    pred = Predictor(wrap(tiny3), device='cpu', tile_size=0)
+    steps = []
+    result = pred.predict(image, return_probabilities=True, progress=steps.append)
+    assert steps[-1].total == 1
+    x = normalize(image[None])
+    padded = np.pad(x, ((0, 0), (0, 28), (0, 10)), mode='symmetric')  # 128 x 160
+    want = torch.softmax(direct(tiny3, padded), 0).numpy()[:, :100, :150]
+    np.testing.assert_allclose(result.probabilities, want, atol=1e-3)

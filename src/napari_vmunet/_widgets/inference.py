@@ -150,6 +150,14 @@ class InferenceWidget(QWidget):
             'default: the size the model was trained at'
         )
         form.addRow('Tile size', self.tile_size)
+        self.whole_image = QCheckBox('whole image at once (no tiles)')
+        self.whole_image.setToolTip(
+            'One window per image or slice, padded to a multiple of 32: '
+            'fastest when it fits in memory; the model then sees sizes it '
+            'was not trained at'
+        )
+        self.whole_image.toggled.connect(lambda on: self.tile_size.setEnabled(not on))
+        form.addRow(self.whole_image)
         self.batch_size = QSpinBox(minimum=0, maximum=256)
         self.batch_size.setSpecialValueText('auto')
         self.batch_size.setToolTip(
@@ -370,7 +378,9 @@ class InferenceWidget(QWidget):
             channel_map=channel_map,
             path=path,
             device=self.device.currentData() or 'auto',
-            tile_size=self.tile_size.value() or None,
+            tile_size=0
+            if self.whole_image.isChecked()
+            else self.tile_size.value() or None,
             batch_size=self.batch_size.value() or None,
             overlap=self.overlap.value(),
             threshold=self.threshold.value(),

@@ -40,6 +40,7 @@ from .tiling import (
     check_tile_size,
     pad_to,
     padded_shape,
+    tile_shape,
     tile_slices,
 )
 
@@ -171,7 +172,8 @@ class Predictor:
         ``'auto'`` (cuda -> mps -> cpu), ``'cpu'``, ``'cuda[:N]'`` or ``'mps'``.
     tile_size:
         Sliding-window size (a multiple of 32); default: the training size
-        stored in the checkpoint.
+        stored in the checkpoint.  0 predicts each image (or slice) in one
+        window, padded to a multiple of 32.
     overlap:
         Fraction of a tile shared with its neighbour (0 <= overlap < 1).
     batch_size:
@@ -205,9 +207,9 @@ class Predictor:
         self.model = checkpoint.model.to(self.device).eval()
         self.model.set_scan_backend(scan_backend)
         inputs = self.metadata.get('input', {})
-        self.tile_size = check_tile_size(
-            tile_size or (inputs.get('tile_size') or [256])[0]
-        )
+        if tile_size is None:
+            tile_size = (inputs.get('tile_size') or [256])[0]
+        self.tile_size = check_tile_size(tile_size)
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f'overlap must be in [0, 1), got {overlap}')
         self.overlap = float(overlap)
@@ -293,7 +295,7 @@ class Predictor:
         layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
         spatial = layout.spatial_shape
         height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
-        tile = self.tile_size
+        tile = tile_shape(height, width, self.tile_size)
         ph, pw = padded_shape(height, width, tile)
         windows = tile_slices(ph, pw, tile, self.overlap)
         n_slices = layout.n_slices

@@ -1,0 +1,156 @@
+"""Inference time and memory vs image size: tiled, and whole-image forward.
+
+For 256^2, 512^2, 1024^2 and 2048^2 images the Predictor is timed with
+Gaussian-blended 256^2 tiles (overlap 0.25, the default, and overlap 0) and
+with one whole-image window (``tile_size=0``) where it fits, side by side in
+one process (rotating order each round).  Cost is reported relative to
+256^2: it must grow linearly with the area (1024^2 <= 17x 256^2; 16x is the
+area ratio).  With overlapping tiles the count of tiles, not the area, sets
+the cost: a 1024^2 image needs 5x5 tiles at overlap 0.25 (25x one tile),
+4x4 without overlap.
+
+``--volume`` predicts a 200x512x512 uint16 volume slice by slice and reports
+the peak resident memory above the process baseline against the size of
+input + output: the predictor must hold only a few slices' worth of tensors
+on top of them.
+
+    python benchmarks/inference.py [--model full|small] [--rounds 3] [--threads 1]
+    python benchmarks/inference.py --volume [--model small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+import types
+
+import numpy as np
+import torch
+
+from napari_vmunet.inference import Predictor
+from napari_vmunet.model import VMUNet
+
+SIZES = (256, 512, 1024, 2048)
+MODES = {
+    'tiles, overlap 0.25': (256, 0.25),
+    'tiles, overlap 0': (256, 0.0),
+    'whole image': (0, 0.0),
+}
+
+
+def checkpoint(kind: str):
+    torch.manual_seed(0)
+    model = (
+        VMUNet(num_classes=1)
+        if kind == 'full'
+        else VMUNet(num_classes=1, dims=(24, 48, 96, 192))
+    )
+    meta = {'input': {'tile_size': [256, 256]}}
+    return types.SimpleNamespace(model=model.eval(), metadata=meta)
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sizes_table(ckpt, rounds: int, max_whole: int) -> None:
+    rng = np.random.default_rng(0)
+    images = {s: rng.random((s, s), dtype=np.float32) for s in SIZES}
+    preds = {
+        m: Predictor(ckpt, device='cpu', tile_size=t, overlap=o, batch_size=1)
+        for m, (t, o) in MODES.items()
+    }
+    jobs = [
+        (m, s)
+        for s in SIZES
+        for m in MODES
+        if not (m == 'whole image' and s > max_whole)
+    ]
+    times = {j: [] for j in jobs}
+    tiles = {}
+    for pred in preds.values():  # warm-up
+        pred.predict(images[256])
+    for r in range(rounds):
+        for m, s in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:
+            steps = []
+            t0 = time.perf_counter()
+            preds[m].predict(images[s], progress=steps.append)
+            times[(m, s)].append(time.perf_counter() - t0)
+            tiles[(m, s)] = steps[-1].total
+    print(
+        f'{"mode":20} {"size":>6} {"tiles":>6} {"seconds":>9} {"x 256^2":>8} '
+        f'{"x area":>7}'
+    )
+    for m in MODES:
+        base = statistics.median(times[(m, 256)])
+        for s in SIZES:
+            if (m, s) not in times:
+                print(f'{m:20} {s:5d}^2 {"":>6} {"(skipped: --max-whole)":>9}')
+                continue
+            t = statistics.median(times[(m, s)])
+            print(
+                f'{m:20} {s:5d}^2 {tiles[(m, s)]:6d} {t:9.2f} {t / base:8.1f} '
+                f'{(t / base) / (s / 256) ** 2:7.2f}'
+            )
+    print()
+    for m in MODES:
+        if (m, 1024) in times:
+            ratio = statistics.median(times[(m, 1024)]) / statistics.median(
+                times[(m, 256)]
+            )
+            verdict = 'PASS' if ratio <= 17 else 'FAIL'
+            print(f'{m}: 1024^2 = {ratio:.1f}x 256^2 (target <= 17x): {verdict}')
+
+
+def volume_memory(ckpt, depth: int = 200, size: int = 512) -> None:
+    base = rss_mib()
+    vol = np.random.default_rng(1).integers(
+        0, 4000, (depth, size, size), dtype=np.uint16
+    )
+    input_mib = vol.nbytes / 2**20
+    pred = Predictor(ckpt, device='cpu', batch_size=2)
+    t0 = time.perf_counter()
+    result = pred.predict(vol)
+    seconds = time.perf_counter() - t0
+    output_mib = result.labels.nbytes / 2**20
+    extra = rss_mib() - base - input_mib - output_mib
+    slice_f32 = size * size * 4 / 2**20
+    print(f'volume {vol.shape} uint16: {seconds:.0f} s')
+    print(
+        f'input {input_mib:.0f} MiB + output {output_mib:.0f} MiB; peak RSS above '
+        f'baseline beyond them: {extra:.0f} MiB '
+        f'(= {extra / slice_f32:.1f} float32 slices of {size}x{size})'
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', choices=('full', 'small'), default='full')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument(
+        '--max-whole',
+        type=int,
+        default=2048,
+        help='largest size tried as one whole-image window',
+    )
+    parser.add_argument('--volume', action='store_true')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpt = checkpoint(args.model)
+    n = sum(p.numel() for p in ckpt.model.parameters()) / 1e6
+    print(
+        f'torch {torch.__version__}, {args.threads} thread(s), VM-UNet '
+        f'{args.model} ({n:.1f} M parameters), CPU\n'
+    )
+    if args.volume:
+        volume_memory(ckpt)
+    else:
+        sizes_table(ckpt, args.rounds, args.max_whole)
+
+
+if __name__ == '__main__':
+    main()
