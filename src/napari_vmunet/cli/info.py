@@ -16,17 +16,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'and training state.  Reads original best.pth/latest.pth files and '
         'napari-vmunet .safetensors files; never runs code from the file.',
     )
-    parser.add_argument('checkpoint', metavar='CKPT', help='.pth or .safetensors file')
+    parser.add_argument(
+        'checkpoint',
+        metavar='CKPT',
+        nargs='?',
+        help='.pth or .safetensors file, or the name of a built-in model',
+    )
     parser.add_argument(
         '--json', action='store_true', help='print machine-readable JSON instead'
+    )
+    parser.add_argument(
+        '--system',
+        action='store_true',
+        help='describe this machine instead: torch, devices, free memory, scan '
+        'backend, built-in models',
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint, summary
+    from ..zoo import builtin_checkpoints
 
-    info = summary(load_checkpoint(args.checkpoint))
+    if args.system:
+        return _system(args.json)
+    if not args.checkpoint:
+        from . import UserError
+
+        raise UserError('give a checkpoint file (or --system)')
+    path = builtin_checkpoints().get(args.checkpoint, args.checkpoint)
+    info = summary(load_checkpoint(path))
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write('\n')
@@ -111,3 +130,27 @@ def _training_state(state: dict | None) -> str:
         return 'none (cannot resume training from this file)'
     shown = ', '.join(f'{k}={v}' for k, v in state.items())
     return f'present, resumable ({shown})'
+
+
+def _system(as_json: bool) -> int:
+    """``info --system``: what torch sees here (the dock shows the same)."""
+    from .._version import __version__
+    from ..inference import available_devices, diagnostics, format_diagnostics
+    from ..zoo import builtin_checkpoints
+
+    info = {
+        'napari_vmunet': __version__,
+        **diagnostics('auto'),
+        'devices': available_devices(),
+        'builtin_models': {k: str(v) for k, v in builtin_checkpoints().items()},
+    }
+    if as_json:
+        json.dump(info, sys.stdout, indent=2)
+        sys.stdout.write('\n')
+        return 0
+    sys.stdout.write(
+        f'napari-vmunet {__version__}\n{format_diagnostics(info)}\n'
+        f'devices: {", ".join(info["devices"])}\n'
+        f'built-in models: {", ".join(info["builtin_models"]) or "none"}\n'
+    )
+    return 0
