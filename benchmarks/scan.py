@@ -81,17 +81,32 @@ IMPLS = {
 }
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process image (MiB).
+
+    ``VmHWM`` starts afresh at ``exec``; ``ru_maxrss`` would inherit the
+    parent's peak on Linux and hide the child's own.
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_case(impl: str, width: int, length: int) -> None:
     """Subprocess body: one call, print the peak RSS growth in MiB."""
     torch.set_num_threads(1)
     inputs = make_inputs(width, length)
     if impl == 'torch-tm':
         inputs = time_major(inputs)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mib()
     with torch.no_grad():
         IMPLS[impl](inputs)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({'peak_mib': (after - before) / 1024}))
+    print(json.dumps({'peak_mib': peak_rss_mib() - before}))
 
 
 def peak_memory(impl: str, width: int, length: int) -> float:
