@@ -150,6 +150,22 @@ def _grouped_time_major(
 #: overhead small; larger slabs are split into row chunks.
 DEFAULT_SLAB = 12288
 
+#: On GPUs the cost is kernel launches, not cache misses: one chunk of rows
+#: and longer blocks mean fewer, larger operations.
+GPU_BLOCK = 64
+GPU_SLAB = 2**40
+
+
+def block_and_slab(
+    device: torch.device, block: int | None = None, slab: int | None = None
+) -> tuple[int, int]:
+    """The blocking for ``device``: cache-sized on CPUs, launch-sized on GPUs."""
+    cpu = device.type == 'cpu'
+    return (
+        int(block or (DEFAULT_BLOCK if cpu else GPU_BLOCK)),
+        int(slab or (DEFAULT_SLAB if cpu else GPU_SLAB)),
+    )
+
 
 def _block_states(dA: list, H: list, h0: torch.Tensor, T: int) -> None:
     """Run the recurrence over one block, in place.
@@ -307,8 +323,8 @@ def _scan_time_major(
     z: torch.Tensor | None,
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
-    block: int,
-    slab: int = DEFAULT_SLAB,
+    block: int | None = None,
+    slab: int | None = None,
 ) -> torch.Tensor:
     """The ``"torch"`` backend on time-major tensors (see :func:`selective_scan`).
 
@@ -318,6 +334,7 @@ def _scan_time_major(
     """
     if A.is_complex():
         raise NotImplementedError('complex A is not supported')
+    block, slab = block_and_slab(u.device, block, slab)
     length, batch, dim = u.shape
     nstate = A.shape[1]
     gb, gc = _n_groups(B, dim), _n_groups(C, dim)
@@ -444,8 +461,8 @@ def selective_scan(
     backend: Backend = 'auto',
     *,
     time_major: bool = False,
-    block: int = DEFAULT_BLOCK,
-    slab: int = DEFAULT_SLAB,
+    block: int | None = None,
+    slab: int | None = None,
 ) -> torch.Tensor:
     """Selective scan with mamba-ssm's ``selective_scan_fn`` semantics.
 

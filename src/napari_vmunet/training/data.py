@@ -1,0 +1,394 @@
+"""Training data from arrays -- what napari layers hold -- without files.
+
+Three stages, each with one job:
+
+1. :class:`TrainingPair` names an image and its labels as the user has them
+   (2-D or 3-D; grey, RGB or multichannel; numpy, dask or zarr).
+2. :func:`extract_slices` picks the 2-D slices that teach something -- those
+   with any non-zero label, plus slices the user marked as background only
+   -- and **copies** them.  A run never sees later edits of the user's
+   layers and never writes to them.  This is also what crosses into the
+   training process, so only the annotated slices travel.
+3. :func:`prepare_samples` turns them into model inputs exactly as
+   inference does (:func:`~napari_vmunet.inference.preprocess.normalize`
+   per 2-D image, then :func:`map_channels`) and labels into targets:
+   any positive label is foreground for a one-class model (instance ids
+   such as nuclei work as they are); for K classes a label is a class index
+   and a value >= K is an error.
+
+:func:`split_validation` then holds out slices for validation -- at least
+one whenever there are two (micro-sam's ``min(1, int(0.1 * n))`` gives none
+below ten images) -- deterministically for a seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..inference.predictor import _layout, _slice_pos
+from ..inference.preprocess import map_channels, normalize
+from ..inference.tiling import pad_to
+from .augment import AugmentConfig, random_tile
+
+
+@dataclass(eq=False)
+class TrainingPair:
+    """An image and its labels, as a napari Image and Labels layer hold them.
+
+    ``image``: ``(Y, X)`` grey, ``(Y, X, 3|4)`` RGB(A), multichannel with
+    ``channel_axis``, a ``(Z, Y, X)`` volume (slices along ``slice_axis``,
+    default the first spatial axis, i.e. 0 for ZYX) or a volume with
+    channels.  ``labels``: integers with the image's spatial shape.
+
+    In a volume the annotated slices are those with any non-zero label;
+    ``background_slices`` lists slices the user declares to contain only
+    background, so the model also learns what is *not* an object.  A 2-D
+    image is a volume of one slice (index 0).  Nothing is read or copied
+    until :func:`extract_slices`.
+    """
+
+    image: Any
+    labels: Any
+    _: KW_ONLY
+    channel_axis: int | None = None
+    rgb: bool | None = None
+    slice_axis: int | None = None
+    background_slices: Sequence[int] = ()
+    channel_map: Sequence[int] | None = None
+    name: str | None = None
+
+
+@dataclass(eq=False)
+class AnnotatedSlice:
+    """One 2-D slice that training uses: a private copy, still raw."""
+
+    image: np.ndarray  # (C, H, W), the source dtype
+    labels: np.ndarray  # (H, W), integers as drawn
+    source: str  # e.g. 'nuclei' or 'brain slice 80'
+    background: bool  # declared background-only
+    rgb: bool = False
+    channel_map: tuple[int, ...] | None = None
+
+
+@dataclass(eq=False)
+class Sample:
+    """A slice ready for the network: normalised input and class targets."""
+
+    image: np.ndarray  # (C, H, W) float32, normalised like inference
+    mask: np.ndarray  # (H, W) uint8/int16 class indices (0/1 for one class)
+    source: str
+    background: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape
+
+
+def extract_slices(
+    pairs: Sequence[TrainingPair | AnnotatedSlice],
+) -> list[AnnotatedSlice]:
+    """The annotated and background slices of every pair, copied.
+
+    Already extracted slices pass through unchanged.  Raises ``ValueError``
+    naming the pair when shapes disagree, labels are not integers or
+    negative, a background slice carries labels, or a pair has nothing
+    marked at all.
+    """
+    if isinstance(pairs, (TrainingPair, AnnotatedSlice)):
+        pairs = [pairs]
+    if not pairs:
+        raise ValueError('no training data: give at least one image with labels')
+    out: list[AnnotatedSlice] = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, AnnotatedSlice):
+            out.append(pair)
+        elif isinstance(pair, TrainingPair):
+            out.extend(_extract_pair(pair, pair.name or f'image {i + 1}'))
+        else:
+            raise TypeError(
+                f'training data item {i} is a {type(pair).__name__}; wrap arrays '
+                'in TrainingPair(image, labels)'
+            )
+    return out
+
+
+def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
+    try:
+        layout = _layout(
+            np.shape(pair.image), pair.channel_axis, pair.slice_axis, pair.rgb
+        )
+    except ValueError as err:
+        raise ValueError(f'{name}: {err}') from None
+    labels = _integer_labels(pair.labels, name)
+    spatial = layout.spatial_shape
+    if labels.shape != spatial:
+        chan = (
+            f' (channel axis {layout.channel_axis} removed)'
+            if layout.channel_axis is not None
+            else ''
+        )
+        raise ValueError(
+            f'{name}: the labels have shape {labels.shape} but the image '
+            f'{tuple(np.shape(pair.image))} has spatial shape {spatial}{chan}; '
+            'pair each image with the labels drawn on it'
+        )
+    pos = _slice_pos(layout)
+    stack = labels[None] if pos is None else np.moveaxis(labels, pos, 0)
+    n = stack.shape[0]
+    annotated = np.flatnonzero(stack.reshape(n, -1).any(axis=1))
+    background = _background_slices(pair.background_slices, n, name, pos is None)
+    clash = sorted(set(background) & set(annotated.tolist()))
+    if clash:
+        raise ValueError(
+            f'{name}: slice(s) {_short(clash)} are marked as background only but '
+            'have labels; erase the labels or unmark them'
+        )
+    if not len(annotated) and not background:
+        what = 'the image has no labels' if pos is None else 'no slice has a label'
+        raise ValueError(
+            f'{name}: {what}; draw the objects on at least one slice, or mark '
+            'slices that contain none as background'
+        )
+    channel_map = None if pair.channel_map is None else tuple(pair.channel_map)
+    out = []
+    for z in sorted({*annotated.tolist(), *background}):
+        source = name if pos is None else f'{name} slice {z}'
+        out.append(
+            AnnotatedSlice(
+                image=np.array(layout.plane(pair.image, z), copy=True),
+                labels=np.array(stack[z], copy=True),
+                source=source,
+                background=z in background,
+                rgb=layout.rgb,
+                channel_map=channel_map,
+            )
+        )
+    return out
+
+
+def _integer_labels(labels: Any, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if np.issubdtype(labels.dtype, np.floating):
+        finite = np.isfinite(labels)
+        if not finite.all() or not np.array_equal(labels, np.round(labels)):
+            raise ValueError(
+                f'{name}: labels must be whole numbers (a Labels layer), got '
+                f'{labels.dtype} values with fractions or NaN'
+            )
+        labels = labels.astype(np.int64)
+    elif not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f'{name}: labels must be integers, got {labels.dtype}')
+    if labels.size and labels.min() < 0:
+        raise ValueError(
+            f'{name}: labels contain negative values ({labels.min()}); use 0 for '
+            'background and positive numbers for objects or classes'
+        )
+    return labels
+
+
+def _background_slices(
+    given: Sequence[int], n: int, name: str, flat: bool
+) -> list[int]:
+    out = []
+    for z in given:
+        if isinstance(z, bool) or not isinstance(z, (int, np.integer)):
+            raise ValueError(f'{name}: background slice {z!r} is not an index')
+        if not 0 <= z < n:
+            what = 'a 2-D image has only slice 0' if flat else f'it has {n} slices'
+            raise ValueError(f'{name}: background slice {z} does not exist ({what})')
+        out.append(int(z))
+    return sorted(set(out))
+
+
+def _short(items: Sequence[int], limit: int = 8) -> str:
+    shown = ', '.join(map(str, items[:limit]))
+    return shown + (f' and {len(items) - limit} more' if len(items) > limit else '')
+
+
+def data_channels(slices: Sequence[AnnotatedSlice]) -> int | None:
+    """The input-channel count the data suggests for a new model: 3 for
+    grey or RGB (grey is repeated, as the original does), else the channel
+    count shared by all images; ``None`` when they differ."""
+    counts = set()
+    for s in slices:
+        c = len(s.channel_map) if s.channel_map else s.image.shape[0]
+        counts.add(3 if c == 1 or (s.rgb and c in (3, 4)) else c)
+    return counts.pop() if len(counts) == 1 else None
+
+
+def prepare_samples(
+    slices: Sequence[AnnotatedSlice],
+    *,
+    num_classes: int,
+    input_channels: int,
+    normalization: dict | None,
+    class_names: Sequence[str] | None = None,
+) -> list[Sample]:
+    """Normalise, map channels and turn labels into class targets.
+
+    ``normalization`` is the same spec inference uses (checkpoint metadata).
+    """
+    samples = []
+    for s in slices:
+        x = normalize(s.image, normalization)
+        try:
+            x = map_channels(x, input_channels, s.channel_map, rgb=s.rgb)
+        except ValueError as err:
+            raise ValueError(f'{s.source}: {err}') from None
+        samples.append(
+            Sample(
+                image=np.ascontiguousarray(x, dtype=np.float32),
+                mask=_targets(s, num_classes, class_names),
+                source=s.source,
+                background=s.background,
+            )
+        )
+    return samples
+
+
+def _targets(s: AnnotatedSlice, num_classes: int, names: Sequence[str] | None):
+    labels = s.labels
+    if num_classes == 1:
+        return (labels > 0).astype(np.uint8)
+    top = int(labels.max()) if labels.size else 0
+    if top >= num_classes:
+        classes = ', '.join(
+            f'{i} {names[i]}' if names else str(i) for i in range(num_classes)
+        )
+        hint = (
+            ' For instance labels (one id per object) train a one-class model '
+            '(num_classes=1): every non-zero label is then foreground.'
+            if top > 2 * num_classes
+            else ''
+        )
+        raise ValueError(
+            f'{s.source}: the labels contain the value {top}, but the model '
+            f'has {num_classes} classes ({classes}); relabel, or train with '
+            f'num_classes={top + 1}.{hint}'
+        )
+    return labels.astype(np.uint8 if num_classes <= 256 else np.int16)
+
+
+def split_validation(
+    samples: Sequence[Sample], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)``: a seeded, stratified hold-out.
+
+    Slices with objects and background-only slices are split separately
+    (``round(fraction * n)`` each), so neither kind is lost from training.
+    Whenever there are two or more slices and ``fraction > 0``, at least one
+    is held out, and at least one slice with objects stays in training.
+    """
+    n = len(samples)
+    if n < 2 or fraction <= 0:
+        return list(range(n)), []
+    rng = np.random.default_rng(seed)
+    labelled = [i for i, s in enumerate(samples) if not s.background]
+    empty = [i for i, s in enumerate(samples) if s.background]
+    take_l = min(max(len(labelled) - 1, 0), round(fraction * len(labelled)))
+    take_e = min(len(empty), round(fraction * len(empty)))
+    if take_l + take_e == 0:
+        if len(labelled) >= 2:
+            take_l = 1
+        else:  # one slice with objects: it must train, validate on background
+            take_e = 1
+    val = [
+        *rng.permutation(labelled)[:take_l].tolist(),
+        *rng.permutation(empty)[:take_e].tolist(),
+    ]
+    val_set = set(val)
+    return [i for i in range(n) if i not in val_set], sorted(val)
+
+
+def pad_for_tiles(sample: Sample, tile: int) -> Sample:
+    """The sample mirror-padded (bottom/right) to at least one tile per side,
+    as the predictor pads small images; the mask is padded the same way."""
+    h, w = sample.shape
+    ph, pw = max(h, tile), max(w, tile)
+    if (ph, pw) == (h, w):
+        return sample
+    return dataclasses.replace(
+        sample,
+        image=pad_to(sample.image, ph, pw),
+        mask=pad_to(sample.mask[None], ph, pw)[0],
+    )
+
+
+def tiles_to_cover(samples: Sequence[Sample], tile: int) -> int:
+    """How many tiles cover the samples once (the default epoch length)."""
+    return sum(
+        math.ceil(s.shape[0] / tile) * math.ceil(s.shape[1] / tile) for s in samples
+    )
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """Random augmented tiles from training samples; item ``i`` of epoch
+    ``e`` is a pure function of ``(seed, e, i)``.
+
+    That makes a run reproducible, lets a resumed run continue with the very
+    tiles the interrupted one would have drawn, and lets data-loader workers
+    and DDP ranks draw disjoint index ranges without coordinating RNGs.
+    Samples are picked in proportion to their area.  Call
+    :meth:`set_epoch` before each epoch (as with ``DistributedSampler``).
+    """
+
+    #: foreground pixels remembered per sample for object-centred crops
+    MAX_FOREGROUND_POINTS = 20_000
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        tile: int,
+        length: int,
+        seed: int,
+        augment: AugmentConfig | None = None,
+    ):
+        if not samples:
+            raise ValueError('no training samples')
+        self.samples = [pad_for_tiles(s, tile) for s in samples]
+        self.tile = tile
+        self.length = int(length)
+        self.seed = int(seed)
+        self.augment = augment or AugmentConfig.off()
+        self.epoch = 1
+        areas = np.array([s.mask.size for s in self.samples], dtype=np.float64)
+        self.weights = areas / areas.sum()
+        rng = np.random.default_rng([self.seed, 0])
+        self.foreground = []
+        for s in self.samples:
+            points = np.flatnonzero(s.mask)
+            if len(points) > self.MAX_FOREGROUND_POINTS:
+                points = rng.choice(points, self.MAX_FOREGROUND_POINTS, replace=False)
+            self.foreground.append(points)
+        self.ranges = [
+            (float(s.image.min()), float(s.image.max())) for s in self.samples
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        k = int(rng.choice(len(self.samples), p=self.weights))
+        s = self.samples[k]
+        return random_tile(
+            s.image,
+            s.mask,
+            self.tile,
+            rng,
+            self.augment,
+            foreground=self.foreground[k],
+            value_range=self.ranges[k],
+        )
