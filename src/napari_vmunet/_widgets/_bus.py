@@ -14,3 +14,11 @@ class _Bus(SignalGroup):
 
 
 bus = _Bus()
+
+
+def listen(widget, callback) -> None:
+    """Connect ``callback`` to :data:`bus.model_published` for the lifetime
+    of ``widget``: a dock closed with its viewer must stop listening, or the
+    next publication would reach a deleted Qt object."""
+    bus.model_published.connect(callback)
+    widget.destroyed.connect(lambda *_: bus.model_published.disconnect(callback))

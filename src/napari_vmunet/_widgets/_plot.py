@@ -45,8 +45,9 @@ class TrainingPlot(QWidget):
             self.steps.append((epoch, loss))
             self.update()
 
-    def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None,
-                  dice: float | None) -> None:
+    def add_epoch(
+        self, epoch: int, train_loss: float, val_loss: float | None, dice: float | None
+    ) -> None:
         self.train.append((epoch, train_loss))
         if val_loss is not None and math.isfinite(val_loss):
             self.val_loss.append((epoch, val_loss))
@@ -64,35 +65,52 @@ class TrainingPlot(QWidget):
         fm = p.fontMetrics()
         pal = self.palette()
         text = pal.windowText().color()
-        left, right = fm.horizontalAdvance('0.000') + 8, fm.horizontalAdvance('1.0') + 10
+        left, right = (
+            fm.horizontalAdvance('0.000') + 8,
+            fm.horizontalAdvance('1.0') + 10,
+        )
         top, bottom = fm.height() + 6, fm.height() + 8
-        area = QRectF(left, top, self.width() - left - right,
-                      self.height() - top - bottom)
+        area = QRectF(
+            left, top, self.width() - left - right, self.height() - top - bottom
+        )
         if area.width() < 20 or area.height() < 20:
             return
-        p.setPen(QPen(text.darker(150) if text.lightness() > 128 else text.lighter(250)))
+        p.setPen(
+            QPen(text.darker(150) if text.lightness() > 128 else text.lighter(250))
+        )
         p.drawRect(area)
 
-        xmax = max(self.total_epochs, max((x for x, _ in self.steps + self.train),
-                                          default=1))
+        xmax = max(
+            self.total_epochs, max((x for x, _ in self.steps + self.train), default=1)
+        )
         losses = [y for _, y in self.steps + self.train + self.val_loss]
         ymax = max(losses, default=1.0) * 1.05 or 1.0
 
         def pt(x: float, y: float, y_top: float) -> QPointF:
-            return QPointF(area.left() + area.width() * x / xmax,
-                           area.bottom() - area.height() * min(y, y_top) / y_top)
+            return QPointF(
+                area.left() + area.width() * x / xmax,
+                area.bottom() - area.height() * min(y, y_top) / y_top,
+            )
 
         # axes labels
         p.setPen(text)
         for frac in (0.0, 0.5, 1.0):
             y = area.bottom() - area.height() * frac
-            p.drawText(QRectF(0, y - fm.height() / 2, left - 4, fm.height()),
-                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                       f'{ymax * frac:.3g}')
-            p.drawText(QRectF(area.right() + 4, y - fm.height() / 2, right,
-                              fm.height()), Qt.AlignmentFlag.AlignLeft, f'{frac:.1f}')
-        p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
-                   Qt.AlignmentFlag.AlignCenter, f'epoch (of {xmax:g})')
+            p.drawText(
+                QRectF(0, y - fm.height() / 2, left - 4, fm.height()),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                f'{ymax * frac:.3g}',
+            )
+            p.drawText(
+                QRectF(area.right() + 4, y - fm.height() / 2, right, fm.height()),
+                Qt.AlignmentFlag.AlignLeft,
+                f'{frac:.1f}',
+            )
+        p.drawText(
+            QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
+            Qt.AlignmentFlag.AlignCenter,
+            f'epoch (of {xmax:g})',
+        )
 
         def line(points, color, width=1.6, dashed=False, y_top=ymax):
             if not points:
@@ -115,8 +133,11 @@ class TrainingPlot(QWidget):
 
         # legend
         x = area.left()
-        for label, color in (('loss', LOSS_COLOR), ('val loss', VAL_LOSS_COLOR),
-                             ('val Dice (right)', DICE_COLOR)):
+        for label, color in (
+            ('loss', LOSS_COLOR),
+            ('val loss', VAL_LOSS_COLOR),
+            ('val Dice (right)', DICE_COLOR),
+        ):
             p.setPen(QPen(color, 3))
             p.drawLine(QPointF(x, top / 2), QPointF(x + 12, top / 2))
             p.setPen(text)

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ._bus import bus
+from ._bus import listen
 from ._layers import LayerComboBox
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class InferenceWidget(QWidget):
         self.image_layer.currentIndexChanged.connect(self._image_changed)
         self.checkpoint.currentIndexChanged.connect(self._checkpoint_changed)
         self.device.currentIndexChanged.connect(self._update_diagnostics)
-        bus.model_published.connect(self._on_model_published)
+        listen(self, self._on_model_published)
         self._image_changed()
         self._checkpoint_changed()
 

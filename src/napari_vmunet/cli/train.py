@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add('--time-limit', type=float, metavar='SECONDS', help='stop after this long')
     add('--threads', type=int, help='CPU threads for torch')
     add('--no-augment', action='store_true', help='random crops only')
+    add('--notes', help='free text stored in the checkpoint provenance')
+    add(
+        '--training-data',
+        metavar='TEXT',
+        help='describe the training data in the checkpoint provenance '
+        '(default: the file names and slice counts)',
+    )
     add('--quiet', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -127,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         augment=not args.no_augment,
         command=command_line(args),
+        notes=args.notes,
+        training_data=args.training_data,
     )
     trainer = Trainer(config, pairs)
     stop = threading.Event()

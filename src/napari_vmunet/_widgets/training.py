@@ -1,0 +1,638 @@
+"""The fine-tune dock: train on the labels you just corrected, in the background.
+
+The work is :class:`napari_vmunet.training.TrainingProcess`: a separate
+process (a crash or an out-of-memory kill there cannot take napari down)
+fed with *copies* of the annotated slices, so you can keep painting while it
+learns.  A ``QTimer`` drains its events into a live loss/Dice plot and a
+status line; *Stop* ends it after the current step with a resumable
+checkpoint, *Resume* continues (with your newest corrections), and every
+improved model is offered to the inference dock at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ._bus import bus, listen
+from ._layers import LayerComboBox
+from ._plot import TrainingPlot
+
+if TYPE_CHECKING:
+    import napari
+
+POLL_MS = 200
+SCRATCH_SMALL = (24, 48, 96, 192)
+
+
+def default_output(image_name: str) -> Path:
+    stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
+    safe = re.sub(r'[^\w.-]+', '_', image_name).strip('_') or 'model'
+    return Path.home() / 'napari-vmunet' / 'models' / f'{safe}-{stamp}.safetensors'
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return '?'
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f'{seconds} s'
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f'{minutes} min {seconds:02d} s'
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours} h {minutes:02d} min'
+
+
+class _Pair:
+    """An image/labels layer pair and the slices declared background-only."""
+
+    def __init__(self, image, labels):
+        self.image = image
+        self.labels = labels
+        self.background: set[int] = set()
+
+    def text(self) -> str:
+        extra = ''
+        if self.background:
+            listed = ', '.join(map(str, sorted(self.background)))
+            extra = f'  (background-only slices: {listed})'
+        return f'{self.image.name}  ←  {self.labels.name}{extra}'
+
+
+class TrainingWidget(QWidget):
+    """Fine-tune (or train) a VM-UNet on image + labels layer pairs."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent=None):
+        super().__init__(parent)
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self.process = None
+        self._pairs: list[_Pair] = []
+        self._best: str | None = None
+        self._last_config = None
+        self._start_worker = None
+        self.history: list = []  # every event of the current run
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+
+        layout = QVBoxLayout(self)
+
+        # --- data ------------------------------------------------------------
+        box = QGroupBox('Training data (copied when training starts)')
+        form = QFormLayout(box)
+        self.image_layer = LayerComboBox(self.viewer, napari.layers.Image)
+        self.labels_layer = LayerComboBox(self.viewer, napari.layers.Labels)
+        form.addRow('Image', self.image_layer)
+        form.addRow('Labels', self.labels_layer)
+        row = QHBoxLayout()
+        self.add_pair_button = QPushButton('Add pair')
+        self.add_pair_button.setToolTip('Train on several images at once')
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.background_button = QPushButton('Current slice: background only')
+        self.background_button.setToolTip(
+            'Declare that the slice the viewer shows contains no objects, so '
+            'the model also learns what is not an object (volumes)'
+        )
+        self.background_button.clicked.connect(self.mark_background_slice)
+        row.addWidget(self.add_pair_button)
+        row.addWidget(self.background_button)
+        form.addRow(row)
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(70)
+        self.pair_list.setToolTip(
+            'Pairs to train on (empty: the pair above). Double-click to remove.'
+        )
+        self.pair_list.itemDoubleClicked.connect(self._remove_pair)
+        form.addRow(self.pair_list)
+        self.slice_axis = QSpinBox(minimum=0, maximum=8)
+        self.slice_axis.setToolTip('Volumes: the axis whose slices are labelled')
+        form.addRow('Slice axis', self.slice_axis)
+        layout.addWidget(box)
+
+        # --- model -----------------------------------------------------------
+        box = QGroupBox('Model')
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.start_from = QComboBox()
+        self.start_from.setToolTip('The model training starts from')
+        self.browse_init = QPushButton('Browse…')
+        self.browse_init.clicked.connect(self._browse_init)
+        row.addWidget(self.start_from, 1)
+        row.addWidget(self.browse_init)
+        form.addRow('Start from', row)
+        self.num_classes = QSpinBox(minimum=0, maximum=255)
+        self.num_classes.setSpecialValueText('from model / labels')
+        self.num_classes.setToolTip(
+            '1 = objects vs background (instance labels work as they are); '
+            'K >= 2 = label values 0..K-1 are classes'
+        )
+        form.addRow('Classes', self.num_classes)
+        self.class_names = QLineEdit()
+        self.class_names.setPlaceholderText(
+            'e.g. background, grey matter, white matter'
+        )
+        form.addRow('Class names', self.class_names)
+        layout.addWidget(box)
+
+        # --- recipe ----------------------------------------------------------
+        recipe = QCollapsible('Recipe')
+        inner = QWidget()
+        form = QFormLayout(inner)
+        self.preset = QComboBox()
+        self.preset.addItem('fine-tune (a few corrected slices)', 'finetune')
+        self.preset.addItem('full (the original VM-UNet recipe)', 'full')
+        self.preset.currentIndexChanged.connect(self._preset_changed)
+        form.addRow('Preset', self.preset)
+        self.epochs = QSpinBox(minimum=1, maximum=10000)
+        form.addRow('Epochs', self.epochs)
+        self.lr = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
+        form.addRow('Learning rate', self.lr)
+        self.batch_size = QSpinBox(minimum=1, maximum=256)
+        form.addRow('Batch size', self.batch_size)
+        self.tile_size = QSpinBox(minimum=0, maximum=1024, singleStep=32)
+        self.tile_size.setSpecialValueText('from model')
+        form.addRow('Tile size', self.tile_size)
+        self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05)
+        self.val_fraction.setValue(0.2)
+        self.val_fraction.setToolTip(
+            'Share of annotated slices held out for '
+            'validation (at least one when there are two)'
+        )
+        form.addRow('Validation', self.val_fraction)
+        self.device = QComboBox()
+        form.addRow('Device', self.device)
+        recipe.addWidget(inner)
+        layout.addWidget(recipe)
+
+        # --- output & control ------------------------------------------------
+        row = QHBoxLayout()
+        self.output = QLineEdit()
+        self.output.setPlaceholderText('where the trained model is saved')
+        browse = QPushButton('…')
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse_output)
+        row.addWidget(QLabel('Save to'))
+        row.addWidget(self.output, 1)
+        row.addWidget(browse)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        self.start_button = QPushButton('Start')
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton('Stop')
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton('Resume')
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self.resume)
+        self.use_button = QPushButton('Use in inference')
+        self.use_button.setEnabled(False)
+        self.use_button.setToolTip('Select the best model in the inference dock')
+        self.use_button.clicked.connect(self.publish_best)
+        for b in (
+            self.start_button,
+            self.stop_button,
+            self.resume_button,
+            self.use_button,
+        ):
+            row.addWidget(b)
+        layout.addLayout(row)
+        self.plot = TrainingPlot()
+        layout.addWidget(self.plot, 1)
+        self.status = QLabel('Correct a prediction (or paint labels), then Start.')
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+        )
+        layout.addWidget(self.status)
+
+        self._fill_start_from()
+        self._fill_devices()
+        self._preset_changed()
+        self.image_layer.currentIndexChanged.connect(self._suggest_output)
+        listen(self, self._on_published)
+        self._suggest_output()
+
+    # ------------------------------------------------------------- choices
+    def _fill_start_from(self) -> None:
+        from ..zoo import builtin_checkpoints
+
+        self.start_from.clear()
+        self.start_from.addItem("the inference dock's model", 'inference')
+        for name, path in builtin_checkpoints().items():
+            self.start_from.addItem(f'built-in: {name}', str(path))
+        self.start_from.addItem(
+            'scratch: small VM-UNet (2 M parameters)', 'scratch-small'
+        )
+        self.start_from.addItem('scratch: VM-UNet (27 M parameters)', 'scratch')
+        self.start_from.addItem('ImageNet VMamba-S weights (choose file)…', 'vmamba?')
+        self.start_from.activated.connect(self._maybe_browse_vmamba)
+
+    def _maybe_browse_vmamba(self, index: int) -> None:
+        """The original's initialisation: VMamba-S v0 ImageNet weights
+        (``vmamba_small_e238_ema.pth``) into encoder and decoder."""
+        if self.start_from.itemData(index) != 'vmamba?':
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            'VMamba-S ImageNet weights (e.g. vmamba_small_e238_ema.pth)',
+            '',
+            'PyTorch files (*.pth *.pt);;All files (*)',
+        )
+        if path:
+            self.set_start_checkpoint(f'vmamba:{path}', f'VMamba-S: {Path(path).name}')
+        else:
+            self.start_from.setCurrentIndex(0)
+
+    def _fill_devices(self) -> None:
+        from ..inference import available_devices
+
+        self.device.addItem('auto', 'auto')
+        for name in available_devices():
+            self.device.addItem(name, name)
+
+    def _preset_changed(self, *_args) -> None:
+        from ..training import PRESETS
+
+        preset = PRESETS[self.preset.currentData()]
+        self.epochs.setValue(preset['epochs'])
+        self.lr.setValue(preset['lr'])
+        self.batch_size.setValue(preset['batch_size'])
+
+    def set_start_checkpoint(self, path: str | Path, label: str | None = None) -> None:
+        """Start training from ``path`` (added to the list if needed)."""
+        path = str(path)
+        index = self.start_from.findData(path)
+        if index < 0:
+            self.start_from.insertItem(0, label or Path(path).name, path)
+            index = 0
+        self.start_from.setCurrentIndex(index)
+
+    def _browse_init(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            'Start from a checkpoint (or VMamba-S ImageNet weights)',
+            '',
+            'Checkpoints (*.safetensors *.pth *.pt);;All files (*)',
+        )
+        if path:
+            self.set_start_checkpoint(path)
+
+    def _browse_output(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            'Save the trained model as',
+            self.output.text(),
+            'napari-vmunet checkpoint (*.safetensors)',
+        )
+        if path:
+            if not path.endswith('.safetensors'):
+                path += '.safetensors'
+            self.output.setText(path)
+
+    def _suggest_output(self, *_args) -> None:
+        if self.process is None and not self.output.isModified():
+            layer = self.image_layer.value()
+            self.output.setText(str(default_output(layer.name if layer else 'model')))
+
+    # ---------------------------------------------------------------- data
+    def add_pair(self) -> None:
+        image, labels = self.image_layer.value(), self.labels_layer.value()
+        if image is None or labels is None:
+            self._say('Choose an image layer and a labels layer first.')
+            return
+        if any(p.image is image and p.labels is labels for p in self._pairs):
+            return
+        self._pairs.append(_Pair(image, labels))
+        self._refresh_pairs()
+
+    def _remove_pair(self, item: QListWidgetItem) -> None:
+        del self._pairs[self.pair_list.row(item)]
+        self._refresh_pairs()
+
+    def _refresh_pairs(self) -> None:
+        self.pair_list.clear()
+        for pair in self._pairs:
+            self.pair_list.addItem(pair.text())
+
+    def _current_pair(self) -> _Pair | None:
+        image, labels = self.image_layer.value(), self.labels_layer.value()
+        for pair in self._pairs:
+            if pair.image is image and pair.labels is labels:
+                return pair
+        if image is None or labels is None:
+            return None
+        pair = _Pair(image, labels)
+        self._pairs.append(pair)
+        return pair
+
+    def mark_background_slice(self) -> None:
+        """Declare the slice on screen (of the selected pair) background-only."""
+        pair = self._current_pair()
+        if pair is None or pair.labels.ndim < 3:
+            self._say(
+                'Background-only slices apply to volumes: choose a 3D '
+                'image and its labels.'
+            )
+            return
+        axis = self.slice_axis.value()
+        point = pair.labels.world_to_data(self.viewer.dims.point[-pair.labels.ndim :])
+        index = min(max(int(round(point[axis])), 0), pair.labels.data.shape[axis] - 1)
+        pair.background.add(index)
+        self._refresh_pairs()
+        self._say(
+            f'Slice {index} of {pair.labels.name} will be learnt as background only.'
+        )
+
+    def training_pairs(self) -> list:
+        """The ``TrainingPair`` list for the current choices (not copied yet)."""
+        from ..training import TrainingPair
+
+        pairs = self._pairs or [p for p in [self._current_pair()] if p is not None]
+        if not pairs:
+            raise ValueError('choose an image layer and its labels layer')
+        out = []
+        for pair in pairs:
+            image, labels = pair.image, pair.labels
+            rgb = bool(getattr(image, 'rgb', False))
+            spatial = image.data.ndim - (1 if rgb else 0)
+            if spatial != labels.data.ndim:
+                raise ValueError(
+                    f'"{labels.name}" has {labels.data.ndim} dimensions but '
+                    f'"{image.name}" has {spatial} spatial ones; pick matching layers'
+                )
+            axis = self.slice_axis.value() if spatial == 3 else None
+            if axis is not None and axis >= spatial:
+                raise ValueError(f'slice axis {axis} does not exist in {image.name}')
+            out.append(
+                TrainingPair(
+                    image.data,
+                    labels.data,
+                    rgb=rgb,
+                    slice_axis=axis,
+                    background_slices=sorted(pair.background),
+                    name=image.name,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------ config
+    def _init_choice(self) -> tuple[str | None, dict]:
+        """``(init, extra config)`` for the selected starting model."""
+        choice = self.start_from.currentData()
+        if choice == 'scratch-small':
+            return None, {'dims': list(SCRATCH_SMALL)}
+        if choice == 'scratch':
+            return None, {}
+        if choice == 'vmamba?':
+            raise ValueError('choose the VMamba-S weights file first')
+        if choice == 'inference':
+            path = self._inference_checkpoint()
+            if path is None:
+                raise ValueError(
+                    'the inference dock has no model selected: choose one there, '
+                    'or pick another starting point'
+                )
+            return path, {}
+        return choice, {}
+
+    def _inference_checkpoint(self) -> str | None:
+        from .inference import InferenceWidget
+
+        for widget in self.viewer.window.dock_widgets.values():
+            if isinstance(widget, InferenceWidget):
+                return widget.checkpoint_path()
+        return None
+
+    def config(self, resume: bool = False):
+        """The ``TrainConfig`` for the dock's current settings."""
+        from ..training import TrainConfig
+
+        init, extra = self._init_choice()
+        output = self.output.text().strip()
+        if not output:
+            raise ValueError('choose where to save the model ("Save to")')
+        if not output.endswith('.safetensors'):
+            output += '.safetensors'
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        names = [n.strip() for n in self.class_names.text().split(',') if n.strip()]
+        return TrainConfig(
+            output=output,
+            preset=self.preset.currentData(),
+            init=init,
+            resume=resume,
+            num_classes=self.num_classes.value() or None,
+            class_names=names or None,
+            epochs=self.epochs.value(),
+            lr=self.lr.value(),
+            batch_size=self.batch_size.value(),
+            tile_size=self.tile_size.value() or None,
+            val_fraction=self.val_fraction.value(),
+            device=self.device.currentData() or 'auto',
+            training_data=', '.join(
+                f'{p.image.name} + {p.labels.name}'
+                for p in (self._pairs or [self._current_pair()])
+                if p is not None
+            ),
+            command='napari dock',
+            **extra,
+        )
+
+    # ------------------------------------------------------------- control
+    def start(self, resume: bool = False) -> None:
+        """Copy the data and start training in a separate process."""
+        if self.running:
+            return
+        from ..training.process import TrainingProcess
+
+        try:
+            config = self.config(resume=resume)
+            pairs = self.training_pairs()
+            process = TrainingProcess(config, pairs)
+        except (ValueError, OSError) as err:
+            self._error(str(err))
+            return
+        self.process = process
+        self._last_config = config
+        self._best = None
+        if not resume:
+            self.plot.clear()
+            self.history = []
+        self.plot.total_epochs = config.epochs
+        self._set_running(True)
+        self._say('Copying the annotated slices and starting the training process…')
+        from napari.qt.threading import create_worker
+
+        # extracting slices and handing them to the child can take a moment
+        # for big volumes: do it off the GUI thread
+        worker = create_worker(process.start, _ignore_errors=True)
+        worker.errored.connect(self._start_failed)
+        worker.returned.connect(lambda _=None: self._timer.start())
+        worker.finished.connect(self._start_done)
+        self._start_worker = worker
+        worker.start()
+
+    @property
+    def running(self) -> bool:
+        """A run is going on (a finished one may still be exiting)."""
+        proc = self.process
+        return (
+            proc is not None
+            and proc.finished is None
+            and (proc.is_alive() or self._start_worker is not None)
+        )
+
+    def _start_failed(self, err: BaseException) -> None:
+        self.process = None
+        self._set_running(False)
+        self._error(str(err))
+
+    def _start_done(self) -> None:
+        self._start_worker = None
+
+    def resume(self) -> None:
+        """Continue the last run from its resumable checkpoint, with the
+        layers as they are now (your newest corrections included)."""
+        self.start(resume=True)
+
+    def stop(self) -> None:
+        """Stop after the current step (a second press kills the process)."""
+        if self.process is None:
+            return
+        if self.stop_button.text() == 'Kill':
+            self.process.kill()
+            self._say('Killing the training process…')
+            return
+        self.process.stop()
+        self.stop_button.setText('Kill')
+        self._say('Stopping after the current step (press Kill to end it now)…')
+
+    def publish_best(self) -> None:
+        if self._best:
+            bus.model_published.emit(self._best, 'trained here')
+
+    def _on_published(self, path: str, reason: str) -> None:
+        if reason != 'trained here' and self.start_from.findData(path) < 0:
+            self.set_start_checkpoint(path)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.stop_button.setText('Stop')
+        self.resume_button.setEnabled(False)
+        for w in (self.add_pair_button, self.preset, self.start_from, self.output):
+            w.setEnabled(not running)
+
+    # -------------------------------------------------------------- events
+    def _poll(self) -> None:
+        if self.process is None:
+            self._timer.stop()
+            return
+        for event in self.process.poll(0):
+            self.history.append(event)
+            handler = getattr(self, f'_on_{type(event).__name__}', None)
+            if handler is not None:
+                handler(event)
+
+    def _on_Started(self, ev) -> None:
+        self.plot.total_epochs = ev.total_epochs
+        what = 'Resumed' if ev.resumed else 'Training'
+        self._say(
+            f'{what} on {ev.n_train} slice(s), validating on {ev.n_val}, '
+            f'{ev.device}, tiles {ev.tile_size}, batch {ev.batch_size} '
+            f'({ev.parameters / 1e6:.1f} M parameters, from {ev.initialized_from})'
+            + (' — ' + ' '.join(ev.notes) if ev.notes else '')
+        )
+
+    def _on_Step(self, ev) -> None:
+        self.plot.add_step(ev.epoch - 1 + ev.step / ev.steps_per_epoch, ev.loss)
+        self._say(
+            f'Epoch {ev.epoch}: step {ev.step}/{ev.steps_per_epoch}, loss {ev.loss:.4f}'
+        )
+
+    def _on_EpochEnd(self, ev) -> None:
+        self.plot.add_epoch(ev.epoch, ev.train_loss, ev.val_loss, ev.mean_dice)
+        dice = ', '.join(
+            f'{k} {v:.3f}'
+            for k, v in ev.val_dice.items()
+            if isinstance(v, float) and math.isfinite(v)
+        )
+        self._say(
+            f'Epoch {ev.epoch}/{ev.total_epochs}: loss {ev.train_loss:.4f}'
+            + (f', validation Dice {dice}' if dice else '')
+            + (' (best so far)' if ev.improved else '')
+            + f'; about {_fmt_seconds(ev.eta_seconds)} left'
+        )
+
+    def _on_Saved(self, ev) -> None:
+        if ev.kind == 'best':
+            self._best = ev.path
+            self.use_button.setEnabled(True)
+
+    def _on_Finished(self, ev) -> None:
+        self._timer.stop()
+        self._set_running(False)
+        self._best = ev.best_path or self._best
+        self.use_button.setEnabled(bool(self._best))
+        self.resume_button.setEnabled(bool(ev.last_path))
+        best = ''
+        if ev.best_mean_dice is not None:
+            best = (
+                f' Best validation Dice {ev.best_mean_dice:.3f} '
+                f'(epoch {ev.best_epoch}).'
+            )
+        if ev.reason == 'error':
+            self._error(f'Training failed: {ev.message}')
+        elif ev.reason == 'stopped':
+            self._say(
+                f'Stopped after {ev.epochs_done} epoch(s).{best} '
+                'Resume continues from there.'
+            )
+        else:
+            self._say(f'Finished {ev.epochs_done} epoch(s).{best} Saved {self._best}.')
+        if self._best and ev.reason != 'error':
+            self.publish_best()  # the hot swap into the inference dock
+
+    # ---------------------------------------------------------------- misc
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+
+    def _error(self, text: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(text)
+        show_error(text)
+
+    def closeEvent(self, event) -> None:  # pragma: no cover - Qt teardown
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop a running training (used when the dock or napari closes)."""
+        self._timer.stop()
+        if self.process is not None:
+            self.process.shutdown()

@@ -1,0 +1,143 @@
+"""The fine-tune dock in a real napari viewer: train, stop, resume, crash,
+hot swap into the inference dock, and a viewer that keeps responding."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_vmunet._widgets._stall import StallMonitor
+from napari_vmunet._widgets.inference import InferenceWidget
+from napari_vmunet._widgets.training import TrainingWidget
+from napari_vmunet.checkpoint import default_metadata, load_checkpoint, save_checkpoint
+from napari_vmunet.model import VMUNet
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope='module')
+def start_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VMUNet(num_classes=1, dims=(8, 16, 32, 64))
+    meta = default_metadata(
+        model.config, class_names=['background', 'nucleus'], tile_size=64
+    )
+    return save_checkpoint(
+        model, tmp_path_factory.mktemp('s') / 'start.safetensors', meta
+    )
+
+
+@pytest.fixture
+def docks(make_napari_viewer, start_ckpt, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample('napari-vmunet', 'nuclei')
+    image, labels = viewer.layers[0], viewer.layers[1]
+    infer = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(infer)
+    train = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(train)
+    train.image_layer.set_value(image)
+    train.labels_layer.set_value(labels)
+    train.set_start_checkpoint(start_ckpt)
+    train.epochs.setValue(3)
+    train.batch_size.setValue(2)
+    train.output.setText(str(tmp_path / 'tuned.safetensors'))
+    train.device.setCurrentText('cpu')
+    yield viewer, train, infer, labels
+    train.shutdown()
+
+
+def events_of(widget, kind):
+    return [e for e in widget.history if type(e).__name__ == kind]
+
+
+def test_training_runs_in_the_background_and_hot_swaps_the_model(docks, qtbot):
+    viewer, train, infer, labels = docks
+    before = np.array(labels.data)
+    published = []
+    from napari_vmunet._widgets._bus import bus
+
+    bus.model_published.connect(lambda path, why: published.append(path))
+    monitor = StallMonitor()
+    monitor.start()
+    train.start()
+    # keep painting while it trains: the run uses a copy of the labels
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Step')), timeout=60_000)
+    for i in range(20):
+        labels.paint((10 + i, 10 + i), 999, refresh=True)
+        qtbot.wait(20)
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Finished')), timeout=240_000)
+    monitor.stop()
+    finished = events_of(train, 'Finished')[0]
+    assert finished.reason == 'completed', finished.message
+    assert len(events_of(train, 'EpochEnd')) == 3
+    assert len(train.plot.train) == 3 and train.plot.steps
+    assert monitor.longest_stall_ms < 1000, monitor.longest_stall_ms
+    # the user's layers were never written by training (only our painting)
+    painted = labels.data == 999
+    np.testing.assert_array_equal(np.asarray(labels.data)[~painted], before[~painted])
+    # the improved model went to the inference dock
+    best = train.output.text()
+    assert published and published[-1] == best
+    assert infer.checkpoint_path() == best
+    ckpt = load_checkpoint(best)
+    assert ckpt.metadata['provenance']['epochs'] == 3
+    assert ckpt.metadata['classes']['names'] == ['background', 'nucleus']
+    assert 'Finished 3 epoch' in train.status.text()
+
+
+def test_stop_then_resume_continues_from_the_saved_epoch(docks, qtbot):
+    _, train, _, _ = docks
+    train.epochs.setValue(50)
+    train.start()
+    qtbot.waitUntil(lambda: bool(events_of(train, 'EpochEnd')), timeout=120_000)
+    t0 = time.monotonic()
+    train.stop()
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Finished')), timeout=30_000)
+    assert time.monotonic() - t0 < 5
+    stopped = events_of(train, 'Finished')[0]
+    assert stopped.reason == 'stopped'
+    done = stopped.epochs_done
+    assert train.resume_button.isEnabled()
+    train.resume()
+    qtbot.waitUntil(lambda: len(events_of(train, 'Started')) == 2, timeout=60_000)
+    resumed = events_of(train, 'Started')[1]
+    assert resumed.resumed and resumed.start_epoch == done
+    qtbot.waitUntil(lambda: len(events_of(train, 'EpochEnd')) > done, timeout=120_000)
+    assert events_of(train, 'EpochEnd')[-1].epoch == done + 1
+    train.stop()
+    qtbot.waitUntil(lambda: len(events_of(train, 'Finished')) == 2, timeout=30_000)
+
+
+def test_a_killed_training_process_is_reported_and_napari_lives_on(docks, qtbot):
+    viewer, train, _, _ = docks
+    train.epochs.setValue(50)
+    errors = []
+    train._error = lambda text, _orig=train._error: (errors.append(text), _orig(text))
+    train.start()
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Step')), timeout=60_000)
+    os.kill(train.process.pid, signal.SIGKILL)  # e.g. the OOM killer
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Finished')), timeout=30_000)
+    finished = events_of(train, 'Finished')[0]
+    assert finished.reason == 'error'
+    assert 'killed by SIGKILL' in finished.message
+    assert errors and 'Training failed' in errors[-1]
+    assert train.start_button.isEnabled()
+    viewer.add_image(np.zeros((4, 4)))  # the viewer still works
+
+
+def test_bad_setup_is_reported_without_starting(docks, qtbot):
+    viewer, train, _, labels = docks
+    errors = []
+    train._error = lambda text: errors.append(text)
+    other = viewer.add_labels(np.zeros((5, 5), dtype=np.uint8), name='wrong size')
+    train.labels_layer.set_value(other)
+    train.start()
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    assert train.process is None or not train.process.is_alive()
+    assert train.start_button.isEnabled()
