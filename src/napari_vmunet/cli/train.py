@@ -111,7 +111,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, Trainer
+    from ..training.ddp import launched_by_torchrun
 
+    distributed = launched_by_torchrun()
+    if distributed:
+        from ..training.ddp import DistributedTrainer, init_distributed
+
+        rank, world, args.device = init_distributed(args.device)
+        args.quiet = args.quiet or rank != 0
     pairs = read_pairs(args.images, args.labels)
     config = TrainConfig(
         output=args.output,
@@ -137,11 +144,34 @@ def run(args: argparse.Namespace) -> int:
         notes=args.notes,
         training_data=args.training_data,
     )
-    trainer = Trainer(config, pairs)
+    trainer = (DistributedTrainer if distributed else Trainer)(config, pairs)
     stop = threading.Event()
     with _graceful_ctrl_c(stop), _Progress(args.quiet) as progress:
         finished = trainer.fit(progress.update, stop=stop)
+    if distributed:
+        return _finish_distributed(trainer, finished)
     print(report(finished, trainer))
+    return 0 if finished.reason == 'completed' else 130
+
+
+def _finish_distributed(trainer, finished) -> int:
+    """Rank 0 reports, including whether every rank ended with the same
+    weights (they must: DDP averages the gradients)."""
+    import torch.distributed as dist
+
+    from ..training.ddp import weights_checksum
+
+    sums = [None] * trainer.world
+    dist.all_gather_object(sums, weights_checksum(trainer.model))
+    if trainer.is_main_process:
+        print(report(finished, trainer))
+        same = all(s == sums[0] for s in sums)
+        listed = ', '.join(f'{s:.10g}' for s in sums)
+        print(
+            f'ranks: {trainer.world}; weights identical on every rank: '
+            f'{"yes" if same else "NO"} (checksums {listed})'
+        )
+    dist.destroy_process_group()
     return 0 if finished.reason == 'completed' else 130
 
 
