@@ -119,7 +119,7 @@ def volume_memory(ckpt, depth: int = 200, size: int = 512) -> None:
         0, 4000, (depth, size, size), dtype=np.uint16
     )
     input_mib = vol.nbytes / 2**20
-    pred = Predictor(ckpt, device='cpu', batch_size=2)
+    pred = Predictor(ckpt, device='cpu', batch_size=2, threads=torch.get_num_threads())
     t0 = time.perf_counter()
     result = pred.predict(vol)
     seconds = time.perf_counter() - t0

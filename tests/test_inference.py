@@ -296,3 +296,24 @@ def test_whole_image_mode_is_one_forward_on_the_padded_image(tiny3):
     padded = np.pad(x, ((0, 0), (0, 28), (0, 10)), mode='symmetric')  # 128 x 160
     want = torch.softmax(direct(tiny3, padded), 0).numpy()[:, :100, :150]
     np.testing.assert_allclose(result.probabilities, want, atol=1e-3)
+
+
+def test_cpu_threads_leave_a_core_free_and_are_restored(tiny3):
+    from napari_vmunet import _threads
+
+    cpus = _threads.available_cpus()
+    assert _threads.default_threads() == max(1, cpus - 1)
+    with _threads.reserve(cpus):  # a training keeps every core busy
+        assert _threads.default_threads() == 1
+    assert _threads.reserved() == 0
+    before = torch.get_num_threads()
+    seen = []
+    pred = Predictor(wrap(tiny3), device='cpu', threads=1)
+    pred.predict(
+        np.zeros((64, 64)), progress=lambda s: seen.append(torch.get_num_threads())
+    )
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
+    with pytest.raises(Cancelled):
+        pred.predict(np.zeros((200, 200)), should_cancel=lambda: bool(seen))
+    assert torch.get_num_threads() == before

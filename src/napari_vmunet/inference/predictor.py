@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._threads import default_threads, torch_threads
 from .device import resolve_device
 from .preprocess import check_normalization, map_channels, normalize
 from .tiling import (
@@ -182,6 +183,9 @@ class Predictor:
         Probability threshold for one-class models.
     normalization:
         Overrides the checkpoint's normalisation (see ``preprocess``).
+    threads:
+        CPU threads while predicting on the CPU; default: all CPUs but one,
+        minus those a training of this session uses (see ``_threads``).
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class Predictor:
         normalization: dict | None = None,
         scan_backend: str = 'auto',
         amp: bool = True,
+        threads: int | None = None,
     ):
         if isinstance(checkpoint, (str, Path)):
             from ..checkpoint import load_checkpoint
@@ -219,6 +224,7 @@ class Predictor:
             normalization or inputs.get('normalization')
         )
         self.amp = amp
+        self.threads = threads
 
     # -- what the model is ------------------------------------------------
     @property
@@ -291,6 +297,24 @@ class Predictor:
         default the first spatial axis), or a volume with channels.  numpy,
         dask and zarr arrays are accepted.
         """
+        threads = None
+        if self.device.type == 'cpu':
+            threads = self.threads or default_threads()
+        with torch_threads(threads):
+            return (
+                yield from self._iter_predict(
+                    image,
+                    channel_axis,
+                    slice_axis,
+                    rgb,
+                    channel_map,
+                    return_probabilities,
+                )
+            )
+
+    def _iter_predict(
+        self, image, channel_axis, slice_axis, rgb, channel_map, return_probabilities
+    ) -> Generator[Progress, None, PredictionResult]:
         start = time.perf_counter()
         layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
         spatial = layout.spatial_shape

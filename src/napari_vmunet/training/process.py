@@ -30,7 +30,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing as mp
-import os
 import queue
 import signal
 import threading
@@ -39,18 +38,12 @@ import traceback
 import weakref
 from collections.abc import Sequence
 
+from .._threads import available_cpus, reserve
 from .config import TrainConfig, last_path
 from .data import AnnotatedSlice, TrainingPair, extract_slices
 from .events import Event, Finished
 
 _EOF = object()  # queued by the reader thread when the pipe closes
-
-
-def available_cpus() -> int:
-    """CPUs this process may use (affinity-aware where the OS tells)."""
-    with contextlib.suppress(AttributeError, OSError):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class TrainingProcess:
@@ -83,6 +76,7 @@ class TrainingProcess:
         self._history: list[Event] = []
         self._closed = False
         self._killed = False
+        self._reservation = None  # the cores this run keeps busy
         self.finished: Finished | None = None
 
     # -- control --------------------------------------------------------
@@ -101,6 +95,8 @@ class TrainingProcess:
             name='napari-vmunet-training',
         )
         self._process.start()
+        self._reservation = reserve(self.num_threads)
+        self._reservation.__enter__()
         writer.close()  # the child's copy is now the only write end
         threading.Thread(
             target=_read_events, args=(reader, self._inbox), daemon=True
@@ -169,6 +165,9 @@ class TrainingProcess:
             self._process.join(timeout=5)  # the pipe closed: it is exiting
             self.finished = self._death_notice()
             out.append(self.finished)
+        if self.finished is not None and self._reservation is not None:
+            self._reservation.__exit__(None, None, None)  # the cores are free
+            self._reservation = None
         self._history.extend(out)
         return out
 
