@@ -21,7 +21,6 @@ on top of them.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 import types
@@ -29,6 +28,7 @@ import types
 import numpy as np
 import torch
 
+from _common import peak_rss_mib
 from napari_vmunet.inference import Predictor
 from napari_vmunet.model import VMUNet
 
@@ -49,19 +49,6 @@ def checkpoint(kind: str):
     )
     meta = {'input': {'tile_size': [256, 256]}}
     return types.SimpleNamespace(model=model.eval(), metadata=meta)
-
-
-def rss_mib() -> float:
-    """Peak resident memory of this process image so far (MiB): ``VmHWM``
-    on Linux (``ru_maxrss`` elsewhere)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sizes_table(ckpt, rounds: int, max_whole: int) -> None:
@@ -114,7 +101,7 @@ def sizes_table(ckpt, rounds: int, max_whole: int) -> None:
 
 
 def volume_memory(ckpt, depth: int = 200, size: int = 512) -> None:
-    base = rss_mib()
+    base = peak_rss_mib()
     vol = np.random.default_rng(1).integers(
         0, 4000, (depth, size, size), dtype=np.uint16
     )
@@ -124,7 +111,7 @@ def volume_memory(ckpt, depth: int = 200, size: int = 512) -> None:
     result = pred.predict(vol)
     seconds = time.perf_counter() - t0
     output_mib = result.labels.nbytes / 2**20
-    extra = rss_mib() - base - input_mib - output_mib
+    extra = peak_rss_mib() - base - input_mib - output_mib
     slice_f32 = size * size * 4 / 2**20
     print(f'volume {vol.shape} uint16: {seconds:.0f} s')
     print(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import time
 
 import torch
 
+from _common import peak_rss_mib
 from napari_vmunet.model.scan import selective_scan, selective_scan_reference
 
 STAGES = [
@@ -79,22 +79,6 @@ IMPLS = {
         **x, delta_softplus=True, backend='torch', time_major=True
     ),
 }
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process image (MiB).
-
-    ``VmHWM`` starts afresh at ``exec``; ``ru_maxrss`` would inherit the
-    parent's peak on Linux and hide the child's own.
-    """
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_case(impl: str, width: int, length: int) -> None:

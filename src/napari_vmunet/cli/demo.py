@@ -196,18 +196,32 @@ def run_headless(sample: str, output: Path, device: str = 'auto') -> int:
     return 0
 
 
-def run_viewer(sample: str, device: str = 'auto') -> int:
+def open_demo_viewer(sample: str, device: str = 'auto'):
+    """A napari viewer with the sample, the demo model selected in the
+    inference dock and the fine-tune dock ready (not yet shown modally)."""
     import napari
 
     viewer = napari.Viewer(title='napari-vmunet demo')
     viewer.open_sample('napari-vmunet', sample)
     _, inference = viewer.window.add_plugin_dock_widget('napari-vmunet', 'Inference')
-    viewer.window.add_plugin_dock_widget('napari-vmunet', 'Fine-tune')
-    inference.set_checkpoint(demo_checkpoint(sample))
+    _, training = viewer.window.add_plugin_dock_widget(
+        'napari-vmunet', 'Fine-tune', tabify=True
+    )
+    checkpoint = demo_checkpoint(sample)
+    inference.set_checkpoint(checkpoint)
+    training.set_start_checkpoint(checkpoint, f'built-in: {checkpoint.stem}')
     images = [ly for ly in viewer.layers if isinstance(ly, napari.layers.Image)]
     if images:
         inference.set_image_layer(images[0])
     if device != 'auto':
         inference.device.setCurrentText(device)
+    inference.parentWidget().raise_()
+    return viewer
+
+
+def run_viewer(sample: str, device: str = 'auto') -> int:
+    import napari
+
+    open_demo_viewer(sample, device)
     napari.run()
     return 0

@@ -1,0 +1,21 @@
+"""Helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import resource
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process image so far (MiB).
+
+    ``VmHWM`` (Linux) starts afresh at ``exec``; ``ru_maxrss`` (elsewhere)
+    would inherit a parent's peak on Linux and hide a child's own.
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

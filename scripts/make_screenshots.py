@@ -1,0 +1,101 @@
+"""Make the documentation's screenshots from real napari sessions.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/make_screenshots.py
+
+Every picture is a run of the actual docks: the nuclei sample predicted with
+the built-in demo model (overview, inference dock), a short fine-tuning run
+on the nuclei labels (training dock, live plot), and the brain volume
+predicted slice by slice (3D).  Writes ``docs/images/*.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_vmunet._widgets.inference import InferenceWidget
+from napari_vmunet._widgets.training import TrainingWidget
+from napari_vmunet.zoo import builtin_checkpoints
+
+OUT = Path(__file__).resolve().parents[1] / 'docs' / 'images'
+SIZE = (1500, 950)
+
+
+def wait(condition, timeout: float = 600) -> None:
+    app = QApplication.instance()
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError('the docks did not finish in time')
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def viewer_with_docks(sample: str):
+    viewer = napari.Viewer(show=True, title='napari-vmunet')
+    viewer.window._qt_window.resize(*SIZE)
+    viewer.open_sample('napari-vmunet', sample)
+    infer = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(infer, name='VM-UNet inference', area='right')
+    train = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(
+        train, name='VM-UNet fine-tune', area='right', tabify=True
+    )
+    infer.set_checkpoint(builtin_checkpoints()[f'demo-{sample}'])
+    infer.device.setCurrentText('cpu')
+    images = [ly for ly in viewer.layers if isinstance(ly, napari.layers.Image)]
+    infer.set_image_layer(images[0])
+    wait(lambda: 'parameters' in infer.model_info.text())
+    return viewer, infer, train
+
+
+def shot(viewer, name: str) -> None:
+    QApplication.instance().processEvents()
+    time.sleep(0.3)
+    QApplication.instance().processEvents()
+    viewer.screenshot(str(OUT / name), canvas_only=False, flash=False)
+    print('wrote', OUT / name)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    # nuclei: predict, show the inference dock
+    viewer, infer, train = viewer_with_docks('nuclei')
+    viewer.layers[1].visible = False  # the ground truth; the prediction shows
+    infer.run()
+    wait(lambda: infer._worker is None)
+    infer.parentWidget().raise_()
+    shot(viewer, 'inference-dock.png')
+    shot(viewer, 'overview.png')
+    # fine-tune on the human labels for a few epochs, show the live plot
+    truth = viewer.layers['nuclei ground truth (human annotation)']
+    train.image_layer.set_value(viewer.layers[0])
+    train.labels_layer.set_value(truth)
+    train.epochs.setValue(6)
+    train.tile_size.setValue(128)
+    train.output.setText('/tmp/napari-vmunet-docs/nuclei-tuned.safetensors')
+    train.parentWidget().raise_()
+    train.start()
+    wait(
+        lambda: train.process is not None and train.process.finished is not None,
+        timeout=1800,
+    )
+    shot(viewer, 'training-dock.png')
+    viewer.close()
+
+    # brain: a volume predicted slice by slice
+    viewer, infer, _ = viewer_with_docks('brain')
+    viewer.layers[1].visible = False
+    infer.run()
+    wait(lambda: infer._worker is None, timeout=1800)
+    viewer.dims.set_point(0, viewer.dims.range[0].start + 95)
+    infer.parentWidget().raise_()
+    shot(viewer, 'brain-volume.png')
+    viewer.close()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,94 @@
+"""The README's main job: ``napari-vmunet demo`` with the built-in models."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_vmunet.cli.demo import dice, held_out, open_demo_viewer
+from napari_vmunet.io import load_sample, read_image
+
+
+def test_dice():
+    a = np.array([1, 1, 0, 0], bool)
+    assert dice(a, a) == 1.0
+    assert dice(a, ~a) == 0.0
+    assert dice(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_held_out_parts_are_what_training_did_not_see():
+    _, nuclei = load_sample('nuclei')
+    assert held_out('nuclei', nuclei) == (slice(320, None),)
+    _, brain = load_sample('brain')
+    (z,) = held_out('brain', brain)
+    assert len(z) == brain.shape[0] - len(range(0, brain.shape[0], 4))
+    assert not np.any(z % 4 == 0)
+
+
+def run_demo(sample, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'napari_vmunet',
+            'demo',
+            '--headless',
+            '--sample',
+            sample,
+            '--output',
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def held_out_dice(out: str) -> list[float]:
+    return [float(x) for x in re.findall(r'([\d.]+) on held-out', out)]
+
+
+def test_headless_nuclei_demo_reaches_its_documented_dice(tmp_path):
+    out = run_demo('nuclei', tmp_path)
+    scores = held_out_dice(out)
+    assert scores and min(scores) >= 0.9, out
+    labels = read_image(tmp_path / 'nuclei_labels.tif').data
+    assert labels.shape == (512, 512)
+    overlay = read_image(tmp_path / 'nuclei_overlay.png')
+    assert overlay.data.shape == (512, 512, 3)
+    assert 'not a general or clinical model' in out
+
+
+@pytest.mark.slow
+def test_headless_brain_demo_reaches_its_documented_dice(tmp_path):
+    out = run_demo('brain', tmp_path)
+    scores = held_out_dice(out)
+    assert len(scores) == 2 and min(scores) >= 0.9, out  # grey and white matter
+    labels = read_image(tmp_path / 'brain_labels.nii.gz')
+    brain, _ = load_sample('brain')
+    np.testing.assert_allclose(labels.affine, brain.affine)
+
+
+@pytest.mark.gui
+def test_demo_viewer_has_the_sample_the_model_and_both_docks(qtbot):
+    viewer = open_demo_viewer('nuclei')
+    try:
+        docks = viewer.window.dock_widgets
+        names = {type(w).__name__ for w in docks.values()}
+        assert {'InferenceWidget', 'TrainingWidget'} <= names
+        inference = next(
+            w for w in docks.values() if type(w).__name__ == 'InferenceWidget'
+        )
+        assert inference.checkpoint_path().endswith('demo-nuclei.safetensors')
+        assert inference.image_layer.value().name.startswith('nuclei')
+        qtbot.waitUntil(
+            lambda: 'parameters' in inference.model_info.text(), timeout=30_000
+        )
+    finally:
+        viewer.close()
