@@ -151,3 +151,18 @@ def test_bad_checkpoint_and_wrong_channels_are_reported(
     run_and_wait(widget, qtbot)
     assert errors and 'channel' in str(errors[-1])
     assert 'two channels [tiny]' not in viewer.layers
+
+
+def test_volume_with_a_channel_axis_offers_the_right_slice_axes(dock, qtbot):
+    viewer, widget = dock
+    vol = np.random.default_rng(3).random((4, 2, 40, 48)).astype(np.float32)
+    layer = viewer.add_image(vol, name='zcyx', scale=(2.0, 1.0, 0.5, 0.5))
+    widget.set_image_layer(layer)
+    widget.channel_axis.setCurrentIndex(widget.channel_axis.findData(1))
+    offered = [widget.slice_axis.itemData(i) for i in range(widget.slice_axis.count())]
+    assert offered == [0, 2, 3]
+    widget.channel_map.setText('0,1,1')
+    run_and_wait(widget, qtbot)
+    labels = viewer.layers['zcyx [tiny]']
+    assert labels.data.shape == (4, 40, 48)
+    np.testing.assert_allclose(labels.scale, (2.0, 0.5, 0.5))

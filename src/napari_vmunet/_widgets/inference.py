@@ -204,6 +204,7 @@ class InferenceWidget(QWidget):
         self._fill_checkpoints()
         self._fill_devices()
         self.image_layer.currentIndexChanged.connect(self._image_changed)
+        self.channel_axis.currentIndexChanged.connect(self._refresh_slice_axes)
         self.checkpoint.currentIndexChanged.connect(self._checkpoint_changed)
         self.device.currentIndexChanged.connect(self._update_diagnostics)
         listen(self, self._on_model_published)
@@ -336,12 +337,26 @@ class InferenceWidget(QWidget):
                 self.channel_axis.addItem(
                     f'{axis} (size {layer.data.shape[axis]})', axis
                 )
-        spatial = ndim - (1 if layer.rgb else 0)
         self.channel_axis.setEnabled(not layer.rgb and ndim >= 3)
-        for axis in range(spatial):
-            self.slice_axis.addItem(str(axis), axis)
-        self.slice_axis.setEnabled(spatial >= 3)
-        self.scope_slice.setEnabled(spatial >= 3)
+        self._refresh_slice_axes()
+
+    def _refresh_slice_axes(self, *_args) -> None:
+        """Offer the spatial axes (data axes without the channel axis) of a
+        volume as slice axes."""
+        self.slice_axis.clear()
+        layer = self.image_layer.value()
+        if layer is None:
+            return
+        ndim = layer.data.ndim
+        channels = ndim - 1 if layer.rgb else self.channel_axis.currentData()
+        spatial = [i for i in range(ndim) if i != channels]
+        if len(spatial) == 3:
+            for axis in spatial:
+                self.slice_axis.addItem(f'{axis} (size {layer.data.shape[axis]})', axis)
+        self.slice_axis.setEnabled(len(spatial) == 3)
+        self.scope_slice.setEnabled(len(spatial) == 3)
+        if len(spatial) != 3:
+            self.scope_all.setChecked(True)
 
     # ------------------------------------------------------------------ run
     def _params(self) -> dict:
@@ -352,16 +367,7 @@ class InferenceWidget(QWidget):
         if not path:
             raise ValueError('choose a checkpoint first (Browse…)')
         channel_axis = self.channel_axis.currentData()
-        spatial_ndim = layer.data.ndim - (
-            1 if layer.rgb or channel_axis is not None else 0
-        )
-        slice_axis = self.slice_axis.currentData() if spatial_ndim == 3 else None
-        if (
-            slice_axis is not None
-            and channel_axis is not None
-            and slice_axis >= channel_axis
-        ):
-            slice_axis += 1  # combo lists spatial axes; convert to a data axis
+        slice_axis = self.slice_axis.currentData()  # a data axis, or None
         text = self.channel_map.text().strip()
         channel_map = (
             [int(c) for c in text.replace(' ', '').split(',')] if text else None
