@@ -184,9 +184,7 @@ def run_headless(sample: str, output: Path, device: str = 'auto') -> int:
             output / f'{sample}_overlay.png', image.data, result.labels
         )
     print(f'done in {result.seconds:.1f} s')
-    for line in evaluate(
-        sample, result.labels, truth, result.class_names, checkpoint.metadata
-    ):
+    for line in evaluate(sample, result.labels, truth, result.class_names):
         print(line)
     print(f'labels: {labels_path}\noverlay: {picture}')
     print(
