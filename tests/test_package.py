@@ -119,3 +119,48 @@ def test_documentation_site_builds_strictly(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / 'site' / 'api' / 'index.html').is_file()
+
+
+@pytest.mark.slow
+def test_sdist_and_wheel_carry_what_runs_and_nothing_else(tmp_path):
+    pytest.importorskip('build')
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'build',
+            '--sdist',
+            '--wheel',
+            '--outdir',
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob('*.whl'))
+    sdist = next(tmp_path.glob('*.tar.gz'))
+    import tarfile
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf, tarfile.open(sdist) as tf:
+        in_wheel, in_sdist = zf.namelist(), tf.getnames()
+    for needed in (
+        'napari_vmunet/napari.yaml',
+        'napari_vmunet/data/demo-nuclei.safetensors',
+        'napari_vmunet/data/demo-brain.safetensors',
+        'napari_vmunet/data/nuclei_image.tif',
+        'napari_vmunet/data/brain_t1.nii.gz',
+        'napari_vmunet/data/README.md',
+    ):
+        assert needed in in_wheel, needed
+        assert any(name.endswith(needed) for name in in_sdist), needed
+    for unwanted in ('tests/', 'benchmarks/', 'docs/', 'scripts/'):
+        assert not any(unwanted in name for name in in_wheel), unwanted
+        assert not any(f'/{unwanted}' in name for name in in_sdist), unwanted
+    check = subprocess.run(
+        [sys.executable, '-m', 'twine', 'check', '--strict', str(wheel), str(sdist)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
