@@ -4,7 +4,7 @@
         python scripts/make_screenshots.py [nuclei] [brain]
 
 Every picture is a run of the actual docks: the nuclei sample predicted with
-the built-in demo model (overview, inference dock), the brain volume
+the built-in demo model (inference dock), the brain volume
 predicted slice by slice, and a short fine-tuning run on the brain labels
 (training dock, live plot).  Writes ``docs/images/*.png``.
 """
@@ -80,7 +80,6 @@ def nuclei() -> None:
     wait(lambda: infer._worker is None)
     infer.parentWidget().raise_()
     shot(viewer, 'inference-dock.png')
-    shot(viewer, 'overview.png')
     viewer.close()
 
 

@@ -548,7 +548,7 @@ class InferenceWidget(QWidget):
 
     # ---------------------------------------------------------------- layers
     def _geometry(self, params: dict) -> dict:
-        """The image layer's placement, without the channel axis."""
+        """The image layer's placement (and units), without the channel axis."""
         layer = params['layer']
         drop = params['channel_axis'] if not params['rgb'] else None
         keep = [i for i in range(layer.ndim) if i != drop]
@@ -556,11 +556,15 @@ class InferenceWidget(QWidget):
         if drop is not None:
             idx = [*keep, layer.ndim]
             affine = affine[np.ix_(idx, idx)]
-        return dict(
+        geometry = dict(
             scale=[layer.scale[i] for i in keep],
             translate=[layer.translate[i] for i in keep],
             affine=affine,
         )
+        units = getattr(layer, 'units', None)
+        if units is not None:
+            geometry['units'] = [units[i] for i in keep]
+        return geometry
 
     def _write_labels(self, params: dict, result):
         import napari.layers
