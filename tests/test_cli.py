@@ -13,12 +13,16 @@ from napari_vmunet.cli import main
 def test_version_and_help_through_the_console_script():
     out = subprocess.run(
         [sys.executable, '-m', 'napari_vmunet', '--version'],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == f'napari-vmunet {__version__}'
     help_text = subprocess.run(
         [sys.executable, '-m', 'napari_vmunet', '--help'],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for command in ('predict', 'train', 'info', 'convert', 'demo'):
         assert command in help_text

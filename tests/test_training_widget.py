@@ -141,3 +141,15 @@ def test_bad_setup_is_reported_without_starting(docks, qtbot):
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert train.process is None or not train.process.is_alive()
     assert train.start_button.isEnabled()
+
+
+def test_slice_axis_is_offered_for_volumes_only(docks):
+    viewer, train, _, _ = docks
+    assert not train.slice_axis.isEnabled()  # the 2D nuclei image
+    volume = viewer.add_image(np.zeros((6, 32, 32), dtype=np.float32), name='vol')
+    train.image_layer.set_value(volume)
+    assert train.slice_axis.isEnabled()
+    assert train.slice_axis.maximum() == 2
+    rgb = viewer.add_image(np.zeros((32, 32, 3), dtype=np.uint8), name='rgb', rgb=True)
+    train.image_layer.set_value(rgb)
+    assert not train.slice_axis.isEnabled()

@@ -22,10 +22,12 @@ class StallMonitor(QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
         self.gaps: list[float] = []
+        self.ends: list[float] = []  # perf_counter() at the end of each gap
         self._last: float | None = None
 
     def start(self) -> None:
         self.gaps.clear()
+        self.ends.clear()
         self._last = time.perf_counter()
         self._timer.start()
 
@@ -36,14 +38,25 @@ class StallMonitor(QObject):
         now = time.perf_counter()
         if self._last is not None:
             self.gaps.append(now - self._last)
+            self.ends.append(now)
         self._last = now
 
     @property
     def longest_stall_ms(self) -> float:
         """Longest time the GUI thread did not get to run, in ms."""
-        if not self.gaps:
+        return self.longest_stall_between_ms()
+
+    def longest_stall_between_ms(
+        self, start: float = float('-inf'), end: float = float('inf')
+    ) -> float:
+        """Longest stall that ended within ``[start, end)`` (perf_counter
+        seconds): separates the phases of one measured run."""
+        gaps = [
+            g for g, t in zip(self.gaps, self.ends, strict=True) if start <= t < end
+        ]
+        if not gaps:
             return 0.0
-        return max(0.0, (max(self.gaps) - self.interval) * 1000)
+        return max(0.0, (max(gaps) - self.interval) * 1000)
 
     def percentile_stall_ms(self, q: float = 99) -> float:
         if not self.gaps:

@@ -10,11 +10,13 @@ failed run leaves every layer as it was.
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QSettings, Qt
+from qtpy.QtCore import QSettings, Qt, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 SETTINGS = ('napari-vmunet', 'napari-vmunet')
 RECENT_KEY = 'inference/recent_checkpoints'
 MAX_RECENT = 8
+#: Seconds between updates of napari's progress bar (each one repaints).
+PBAR_INTERVAL_S = 0.25
 
 
 def remembered_checkpoints() -> list[str]:
@@ -68,6 +72,9 @@ class InferenceWidget(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._pbar = None
+        self._pbar_shown = 0.0  # when napari's progress bar was last updated
+        # GUI work after a run (adding layers), one piece per event-loop turn
+        self._ui_steps: deque = deque()
         self._predictor = None
         self._predictor_key = None
         self._checkpoint_cache = None
@@ -497,7 +504,12 @@ class InferenceWidget(QWidget):
             else ''
         )
         self.status.setText(f'Predicting: {where}tile {step.done}/{step.total}')
-        # last: napari's progress bar may process pending events (re-entrancy)
+        # napari's progress bar processes pending events on every update
+        # (a repaint, and re-entrancy): a few updates a second are plenty
+        now = time.monotonic()
+        if now - self._pbar_shown < PBAR_INTERVAL_S and step.done < step.total:
+            return
+        self._pbar_shown = now
         pbar = self._pbar
         if pbar is None:
             from napari.utils import progress
@@ -505,22 +517,52 @@ class InferenceWidget(QWidget):
             pbar = self._pbar = progress(total=step.total, desc='VM-UNet inference')
         pbar.update(step.done - pbar.n)
 
+    def _later(self, step) -> None:
+        """Queue GUI work; the queue runs one step per event-loop turn.
+
+        Adding a layer costs napari ~0.1 s; adding the labels and each
+        probability layer in one slot would freeze the viewer for their sum.
+        """
+        self._ui_steps.append(step)
+        if len(self._ui_steps) == 1:
+            QTimer.singleShot(0, self._next_ui_step)
+
+    def _next_ui_step(self) -> None:
+        step = self._ui_steps[0]
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - reported, the queue goes on
+            self._error(err)
+        finally:
+            self._ui_steps.popleft()
+            if self._ui_steps:
+                QTimer.singleShot(0, self._next_ui_step)
+
     def _on_result(self, value) -> None:
         self._job_over = True
         params, result = value
         self.last_result = value
-        layer = self._write_labels(params, result)
+        written = {}
+
+        def labels() -> None:
+            written['layer'] = self._write_labels(params, result)
+
+        def done() -> None:
+            text = (
+                f'Done in {result.seconds:.1f} s on {result.device}: '
+                f'“{written["layer"].name}” is ready to edit.'
+            )
+            if result.warnings:
+                text += ' ' + ' '.join(result.warnings)
+            self.status.setText(text)
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+
+        self._later(labels)
         if result.probabilities is not None:
-            self._write_probabilities(params, result)
-        text = (
-            f'Done in {result.seconds:.1f} s on {result.device}: '
-            f'“{layer.name}” is ready to edit.'
-        )
-        if result.warnings:
-            text += ' ' + ' '.join(result.warnings)
-        self.status.setText(text)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+            for write in self._probability_writers(params, result):
+                self._later(write)
+        self._later(done)
 
     def _on_aborted(self) -> None:
         self._job_over = True
@@ -537,6 +579,9 @@ class InferenceWidget(QWidget):
         show_error(message)
 
     def _on_finished(self) -> None:
+        self._later(self._finish)  # after the result's layers are written
+
+    def _finish(self) -> None:
         self._worker = None
         if self._pbar is not None:
             self._pbar.close()
@@ -628,11 +673,12 @@ class InferenceWidget(QWidget):
         except AttributeError:
             return None
 
-    def _write_probabilities(self, params: dict, result) -> None:
+    def _probability_writers(self, params: dict, result) -> list:
         """One hidden image layer per class, ``<labels name> p(<class>)``:
-        separate layers keep the viewer's dimensions those of the image."""
+        separate layers keep the viewer's dimensions those of the image.
+        Returns one callable per layer (each adds or updates it)."""
         if params['slice_index'] is not None:
-            return  # a single plane of probabilities would mislead
+            return []  # a single plane of probabilities would mislead
         image = params['layer']
         model_name = Path(params['path']).name.split('.')[0]
         probs = result.probabilities
@@ -641,18 +687,25 @@ class InferenceWidget(QWidget):
         else:
             planes = dict(zip(result.class_names, probs, strict=True))
         geometry = self._geometry(params)
-        for cls, data in planes.items():
-            name = f'{image.name} [{model_name}] p({cls})'
-            existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
-            if existing is not None and existing.data.shape == data.shape:
-                existing.data = data
-                continue
-            self.viewer.add_image(
-                data,
-                name=name,
-                colormap='magma',
-                contrast_limits=(0, 1),
-                blending='additive',
-                visible=False,
-                **geometry,
-            )
+
+        def writer(cls: str, data: np.ndarray):
+            def write() -> None:
+                name = f'{image.name} [{model_name}] p({cls})'
+                layers = self.viewer.layers
+                existing = next((ly for ly in layers if ly.name == name), None)
+                if existing is not None and existing.data.shape == data.shape:
+                    existing.data = data
+                    return
+                self.viewer.add_image(
+                    data,
+                    name=name,
+                    colormap='magma',
+                    contrast_limits=(0, 1),
+                    blending='additive',
+                    visible=False,
+                    **geometry,
+                )
+
+            return write
+
+        return [writer(cls, data) for cls, data in planes.items()]

@@ -132,6 +132,8 @@ class TrainingWidget(QWidget):
         self.slice_axis = QSpinBox(minimum=0, maximum=8)
         self.slice_axis.setToolTip('Volumes: the axis whose slices are labelled')
         form.addRow('Slice axis', self.slice_axis)
+        self.image_layer.currentIndexChanged.connect(self._image_changed)
+        self._image_changed()
         layout.addWidget(box)
 
         # --- model -----------------------------------------------------------
@@ -367,6 +369,16 @@ class TrainingWidget(QWidget):
         self._say(
             f'Slice {index} of {pair.labels.name} will be learnt as background only.'
         )
+
+    def _image_changed(self, *_args) -> None:
+        """Only volumes have a slice axis: offer it for them alone."""
+        image = self.image_layer.value()
+        spatial = 0
+        if image is not None:
+            spatial = image.data.ndim - (1 if getattr(image, 'rgb', False) else 0)
+        self.slice_axis.setEnabled(spatial == 3)
+        if spatial == 3:
+            self.slice_axis.setMaximum(2)
 
     def training_pairs(self) -> list:
         """The ``TrainingPair`` list for the current choices (not copied yet)."""
