@@ -548,6 +548,8 @@ class InferenceWidget(QWidget):
             written['layer'] = self._write_labels(params, result)
 
         def done() -> None:
+            if 'layer' not in written:
+                return  # writing it failed, and the error is on screen
             text = (
                 f'Done in {result.seconds:.1f} s on {result.device}: '
                 f'“{written["layer"].name}” is ready to edit.'
