@@ -254,7 +254,6 @@ class BlockedSelectiveScan(torch.autograd.Function):
         block = ctx.block
         length, rows, per = u.shape
         nstate = A.shape[1]
-        du = d * u
         gy = gy.contiguous()
         g_u = torch.empty_like(u)
         g_d = torch.empty_like(u)
@@ -262,12 +261,26 @@ class BlockedSelectiveScan(torch.autograd.Function):
         g_B = torch.empty_like(B)
         g_C = torch.empty_like(C)
         starts = list(range(0, length, block))
-        for r0, r1 in _chunks(rows, nstate * per, ctx.slab):
+        chunks = _chunks(rows, nstate * per, ctx.slab)
+        for r0, r1 in chunks:
             r = r1 - r0
-            A_c = A[r0:r1]
+            # contiguous per-chunk copies, as in the forward: element-wise
+            # ops that broadcast a strided slice of a wider tensor take
+            # PyTorch's slow path (25x slower here, measured)
+            whole = len(chunks) == 1
+            u_c, d_c, B_c, C_c, gy_c = (
+                t if whole else t[:, r0:r1].contiguous() for t in (u, d, B, C, gy)
+            )
+            du_c = d_c * u_c
+            gu_c, gd_c, gB_c, gC_c = (
+                t if whole else t.new_empty(length, r, t.shape[-1])
+                for t in (g_u, g_d, g_B, g_C)
+            )
+            A_c, gA_c = A[r0:r1], g_A[r0:r1]
             dA_buf = u.new_empty(block, r, nstate, per)
             Hs_buf = u.new_empty(block + 1, r, nstate, per)
             G_buf = torch.empty_like(dA_buf)
+            tmp_buf = torch.empty_like(dA_buf)
             dA_v, Hs_v, G_v = (b.unbind(0) for b in (dA_buf, Hs_buf, G_buf))
             carry = u.new_zeros(r, nstate, per)
             for i in reversed(range(len(starts))):
@@ -276,40 +289,49 @@ class BlockedSelectiveScan(torch.autograd.Function):
                 T = t1 - t0
                 n = T * r
                 dA, Hs, GH = dA_buf[:T], Hs_buf[: T + 1], G_buf[:T]
-                d_blk = d[t0:t1, r0:r1, None]
-                B_blk = B[t0:t1, r0:r1]
+                d_blk = d_c[t0:t1, :, None]
+                B_blk = B_c[t0:t1]
+                du_blk = du_c[t0:t1]
                 # recompute this block's states from its saved start state
                 torch.mul(d_blk, A_c, out=dA)
                 dA.exp_()
                 Hs[0].copy_(saved[i, r0:r1])
-                torch.mul(du[t0:t1, r0:r1, None], B_blk[..., None], out=Hs[1:])
+                torch.mul(du_blk[:, :, None], B_blk[..., None], out=Hs[1:])
                 _block_states(dA_v, Hs_v[1:], Hs_v[0], T)
                 # reverse recurrence of the state gradient
-                gy_blk = gy[t0:t1, r0:r1]
-                torch.mul(gy_blk[:, :, None], C[t0:t1, r0:r1, :, None], out=GH)
+                gy_blk = gy_c[t0:t1]
+                torch.mul(gy_blk[:, :, None], C_c[t0:t1, :, :, None], out=GH)
                 G_v[T - 1].add_(carry)
                 for t in range(T - 2, -1, -1):
                     G_v[t].addcmul_(dA_v[t + 1], G_v[t + 1])
                 torch.mul(dA_v[0], G_v[0], out=carry)
                 # read-out C and input term B
-                g_C[t0:t1, r0:r1] = torch.bmm(
-                    Hs[1:].view(n, nstate, per), gy_blk.reshape(n, per, 1)
-                ).view(T, r, nstate)
-                g_B[t0:t1, r0:r1] = torch.bmm(
+                torch.bmm(
+                    Hs[1:].view(n, nstate, per),
+                    gy_blk.reshape(n, per, 1),
+                    out=gC_c[t0:t1].view(n, nstate, 1),
+                )
+                torch.bmm(
                     GH.view(n, nstate, per),
-                    du[t0:t1, r0:r1].reshape(n, per, 1),
-                ).view(T, r, nstate)
+                    du_blk.reshape(n, per, 1),
+                    out=gB_c[t0:t1].view(n, nstate, 1),
+                )
                 # S = sum_n GH B  ->  u and d through the input term
-                S = torch.bmm(
-                    B_blk.reshape(n, 1, nstate), GH.view(n, nstate, per)
-                ).view(T, r, per)
-                g_u[t0:t1, r0:r1] = S * d[t0:t1, r0:r1]
-                gd = S.mul_(u[t0:t1, r0:r1])
+                S = gd_c[t0:t1]
+                torch.bmm(
+                    B_blk.reshape(n, 1, nstate),
+                    GH.view(n, nstate, per),
+                    out=S.view(n, 1, per),
+                )
+                torch.mul(S, d_c[t0:t1], out=gu_c[t0:t1])
+                S.mul_(u_c[t0:t1])
                 # decay term: X = GH x_{t-1} exp(d A)
                 X = GH.mul_(Hs[:-1]).mul_(dA)
-                g_A[r0:r1] += (X * d_blk).sum(0)
-                gd += X.mul_(A_c).sum(-2)
-                g_d[t0:t1, r0:r1] = gd
+                gA_c += torch.mul(X, d_blk, out=tmp_buf[:T]).sum(0)
+                S += X.mul_(A_c).sum(-2)
+            if not whole:
+                g_u[:, r0:r1], g_d[:, r0:r1] = gu_c, gd_c
+                g_B[:, r0:r1], g_C[:, r0:r1] = gB_c, gC_c
         return g_u, g_d, g_A, g_B, g_C, None, None
 
 
