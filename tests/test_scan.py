@@ -252,3 +252,28 @@ def test_mamba_kernel_matches_reference():
         ref = selective_scan_reference(**inputs, delta_softplus=True)
         out = selective_scan(**cuda, delta_softplus=True, backend='mamba').cpu()
     assert rel_err(out, ref) <= 1e-4
+
+
+def test_narrow_models_take_longer_blocks_and_stay_exact(monkeypatch):
+    # the first stage of a 16..128-wide VM-UNet on one 128x128 tile
+    inputs = make_inputs(1, 128, 1024, seed=5)
+    seen = []
+    apply = S.BlockedSelectiveScan.apply
+
+    def spy(*args):
+        seen.append(args[-2])  # the block size
+        return apply(*args)
+
+    monkeypatch.setattr(S.BlockedSelectiveScan, 'apply', spy)
+    _, ref = grads(loop_reference, inputs, NAMES, torch.float64)
+    y, fast = grads(
+        lambda **kw: selective_scan(**kw, backend='torch'), inputs, NAMES, torch.float32
+    )
+    assert seen == [S.SMALL_CHUNK_BLOCK] and S.SMALL_CHUNK_BLOCK > S.DEFAULT_BLOCK
+    for name in NAMES:
+        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+    # a full-width stage fills the slab and keeps the cache-sized block
+    seen.clear()
+    with torch.no_grad():
+        selective_scan(**make_inputs(1, *STAGES['stage1']), backend='torch')
+    assert seen == [S.DEFAULT_BLOCK]
