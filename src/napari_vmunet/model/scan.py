@@ -272,7 +272,8 @@ class BlockedSelectiveScan(torch.autograd.Function):
             r = r1 - r0
             # contiguous per-chunk copies, as in the forward: element-wise
             # ops that broadcast a strided slice of a wider tensor take
-            # PyTorch's slow path (25x slower here, measured)
+            # PyTorch's slow path (25x per call under the profiler; the full
+            # model's training step went from 15.4 to 12.7 s with this)
             whole = len(chunks) == 1
             u_c, d_c, B_c, C_c, gy_c = (
                 t if whole else t[:, r0:r1].contiguous() for t in (u, d, B, C, gy)
