@@ -80,6 +80,23 @@ def test_train_writes_a_checkpoint_and_prints_the_dice(tmp_path, files, capsys):
     assert state['epoch'] == 3
     assert [h['epoch'] for h in state['history']] == [1, 2, 3]
 
+    # fine-tuning the decoder only, from that model
+    tuned = tmp_path / 'tuned.safetensors'
+    code, stdout, stderr = train(
+        ['--images', *images, '--labels', *labels, '--output', str(tuned),
+         '--init', str(out), '--epochs', '1', '--freeze-encoder', *FAST],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, stderr
+    prov = load_checkpoint(tuned).metadata['provenance']
+    assert '--freeze-encoder' in prov['command']
+    assert 'encoder frozen' in prov['notes']
+    before = load_checkpoint(out).model.state_dict()
+    after = load_checkpoint(tuned).model.state_dict()
+    for key in before:
+        if key.startswith(('vmunet.patch_embed.', 'vmunet.layers.')):
+            assert (before[key] == after[key]).all(), key
+
 
 def test_train_on_a_nifti_volume_uses_the_annotated_slices(tmp_path, capsys):
     image, labels = blob(3, (6, 40, 40))

@@ -307,6 +307,34 @@ def test_fine_tuning_with_another_number_of_classes_reinitialises_the_head(tmp_p
         )
 
 
+def test_freeze_encoder_trains_the_decoder_and_head_only(tmp_path):
+    torch.manual_seed(0)
+    start = VMUNet(num_classes=1, **TINY)
+    meta = default_metadata(start.config, tile_size=32)
+    path = save_checkpoint(start, tmp_path / 'start.safetensors', metadata=meta)
+    out = tmp_path / 'tuned.safetensors'
+    base = dict(init=str(path), epochs=2, lr=1e-2, **FAST)
+    trainer, events = run_collecting(
+        TrainConfig(output=out, freeze_encoder=True, **base), blobs(2)
+    )
+    assert events[-1].reason == 'completed'
+    assert any(n.startswith('encoder frozen') for n in trainer.notes)
+    trained = {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
+    before, after = start.state_dict(), load_checkpoint(out).model.state_dict()
+    encoder = ('vmunet.patch_embed.', 'vmunet.layers.')
+    for key, param in trainer.model.named_parameters():
+        assert (id(param) in trained) == (not key.startswith(encoder)), key
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith(encoder) for k in changed)
+    assert any(k.startswith('vmunet.layers_up.') for k in changed)
+    assert any(k.startswith('vmunet.final_conv.') for k in changed)
+    # a frozen encoder needs a trained start, and resume keeps the setting
+    with pytest.raises(ValueError, match='start from a trained checkpoint'):
+        Trainer(TrainConfig(freeze_encoder=True, **FAST), blobs(1))
+    with pytest.raises(ValueError, match='with freeze_encoder; resume it with'):
+        Trainer(TrainConfig(output=out, resume=True, **{**base, 'epochs': 3}), blobs(2))
+
+
 def test_fine_tuning_inherits_tile_normalisation_and_class_names(tmp_path):
     old = VMUNet(num_classes=1, **TINY)
     meta = {

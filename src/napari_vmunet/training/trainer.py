@@ -153,6 +153,8 @@ class Trainer:
         self.initialized_from = init.description
         self.notes = list(init.notes)
         self._setup_meta(init)
+        if config.freeze_encoder:
+            self.notes.append(self._freeze_encoder(init))
         samples = self.prepare(slices)
         self._image_names = _image_names([*slices, *val_slices])
         if val_data is not None:
@@ -230,9 +232,9 @@ class Trainer:
         """
         c = self.config
         stem = _stem_weight(self.model)
-        rest = [p for p in net.parameters() if p is not stem]
+        rest = [p for p in net.parameters() if p is not stem and p.requires_grad]
         groups = [{'params': rest}]
-        if stem is not None:
+        if stem is not None and stem.requires_grad:
             groups.append(
                 {
                     'params': [stem],
@@ -543,6 +545,7 @@ class Trainer:
             f'napari_vmunet.training preset={c.preset} epochs={c.epochs} '
             f'lr={c.lr:g} batch_size={self.batch_size} tile={self.tile} '
             f'steps_per_epoch={self.steps_per_epoch} seed={self.seed}'
+            + (' freeze_encoder=True' if c.freeze_encoder else '')
         )
 
     def _training_state(self) -> dict:
@@ -567,6 +570,7 @@ class Trainer:
             'steps_per_epoch': self.steps_per_epoch,
             'batch_size': self.batch_size,
             'tile_size': self.tile,
+            'freeze_encoder': self.config.freeze_encoder,
         }
 
     # ------------------------------------------------------------------
@@ -599,7 +603,33 @@ class Trainer:
         self._resume_checkpoint = ckpt
         return state
 
+    def _freeze_encoder(self, init: InitialModel) -> str:
+        """Stop gradients at the encoder (``config.freeze_encoder``)."""
+        if not isinstance(self.model, VMUNet):
+            raise ValueError('freeze_encoder needs a VM-UNet')
+        if self._resume_checkpoint is None and not self.config.init:
+            raise ValueError(
+                'freeze_encoder keeps the encoder as the starting model has it; '
+                'with random weights it would never learn: start from a trained '
+                'checkpoint (init), or train without freeze_encoder'
+            )
+        net = self.model.vmunet
+        for module in (net.patch_embed, net.layers):
+            module.requires_grad_(False)
+        frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        return (
+            f'encoder frozen: {frozen:,} of {total:,} parameters kept as in '
+            f'{init.description}'
+        )
+
     def _load_state(self, state: dict) -> None:
+        if bool(state.get('freeze_encoder', False)) != self.config.freeze_encoder:
+            was = 'with' if state.get('freeze_encoder') else 'without'
+            raise ValueError(
+                f'the run being resumed was trained {was} freeze_encoder; '
+                'resume it with the same setting'
+            )
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         self.epoch = int(state['epoch'])
