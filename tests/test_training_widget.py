@@ -153,3 +153,10 @@ def test_slice_axis_is_offered_for_volumes_only(docks):
     rgb = viewer.add_image(np.zeros((32, 32, 3), dtype=np.uint8), name='rgb', rgb=True)
     train.image_layer.set_value(rgb)
     assert not train.slice_axis.isEnabled()
+
+
+def test_decoder_only_fine_tuning_is_one_check_box(docks):
+    _, train, _, _ = docks
+    assert train.config().freeze_encoder is False
+    train.freeze_encoder.setChecked(True)
+    assert train.config().freeze_encoder is True

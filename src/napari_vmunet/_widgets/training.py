@@ -187,7 +187,7 @@ class TrainingWidget(QWidget):
             'validation (at least one when there are two)'
         )
         form.addRow('Validation', self.val_fraction)
-        self.freeze_encoder = QCheckBox('decoder only (about 2x faster steps)')
+        self.freeze_encoder = QCheckBox('decoder only (faster steps)')
         self.freeze_encoder.setToolTip(
             'Keep the encoder of the starting model and train the decoder and '
             'head: for fine-tuning a trained model on a few corrections'

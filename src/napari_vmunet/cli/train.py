@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(
         '--freeze-encoder',
         action='store_true',
-        help='fine-tune only the decoder and head (about 2x faster steps; '
+        help='fine-tune only the decoder and head (faster steps; '
         'needs --init or --resume)',
     )
     add('--notes', help='free text stored in the checkpoint provenance')

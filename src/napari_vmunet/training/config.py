@@ -84,9 +84,10 @@ class TrainConfig:
         a final validation.  ``freeze_encoder``: train only the decoder and
         the head, keeping the patch embedding and the encoder stages as the
         starting checkpoint has them -- no gradients flow through the
-        encoder, so a step costs about half (1.8-2.4x faster on a CPU,
-        measured in ``benchmarks/training.py``); for fine-tuning a trained
-        model on a few corrected slices, not for training from scratch.
+        encoder, so steps are faster (1.7x for the demo-sized model on a
+        CPU, ``benchmarks/training.py`` part 3), at some cost in the Dice it
+        finally reaches; for fine-tuning a trained model on a few corrected
+        slices, not for training from scratch.
     Data
         ``tile_size``: training crop (multiple of 32; default: the
         checkpoint's, else 256).  ``normalization``: as inference (default:
