@@ -609,9 +609,10 @@ class Trainer:
             raise ValueError('freeze_encoder needs a VM-UNet')
         if self._resume_checkpoint is None and not self.config.init:
             raise ValueError(
-                'freeze_encoder keeps the encoder as the starting model has it; '
-                'with random weights it would never learn: start from a trained '
-                'checkpoint (init), or train without freeze_encoder'
+                'decoder-only training (freeze_encoder) keeps the encoder as the '
+                'starting model has it, and random weights would never learn: '
+                'start from a trained checkpoint, or train all weights (untick '
+                '"decoder only" in the dock, drop --freeze-encoder)'
             )
         net = self.model.vmunet
         for module in (net.patch_embed, net.layers):
