@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -148,3 +153,24 @@ def test_train_is_listed_in_the_help(capsys):
     with pytest.raises(SystemExit):
         main(['train', '--help'])
     assert '--init' in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_after_the_step_and_leaves_a_resumable_run(tmp_path, files):
+    out = tmp_path / 'model.safetensors'
+    images, labels = zip(*files, strict=True)
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'napari_vmunet', 'train', '--images', *images,
+         '--labels', *labels, '--output', str(out), '--epochs', '1000', *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not last_path(out).exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, 'no epoch finished within 120 s'
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert 'stopping after this step' in stderr
+    assert 'Traceback' not in stderr
+    state = load_checkpoint(last_path(out)).training_state
+    assert 1 <= state['epoch'] < 1000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,26 @@ def test_volume_with_a_channel_axis_offers_the_right_slice_axes(dock, qtbot):
     labels = viewer.layers['zcyx [tiny]']
     assert labels.data.shape == (4, 40, 48)
     np.testing.assert_allclose(labels.scale, (2.0, 0.5, 0.5))
+
+
+def test_chosen_checkpoints_are_remembered_across_sessions(
+    make_napari_viewer, tiny_ckpt, tmp_path
+):
+    viewer = make_napari_viewer()
+    other = shutil.copy(tiny_ckpt, tmp_path / 'other.safetensors')
+    first = InferenceWidget(viewer)
+    first.set_checkpoint(tiny_ckpt)
+    first.set_checkpoint(other)
+
+    def remembered(widget):
+        box = widget.checkpoint
+        return [
+            box.itemData(i)
+            for i in range(box.count())
+            if not box.itemText(i).startswith('built-in')
+        ]
+
+    # a new dock (a new napari session) lists them, the newest first
+    assert remembered(InferenceWidget(viewer)) == [str(other), str(tiny_ckpt)]
+    other.unlink()  # files that are gone are dropped
+    assert remembered(InferenceWidget(viewer)) == [str(tiny_ckpt)]
