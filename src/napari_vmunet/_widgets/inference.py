@@ -520,8 +520,9 @@ class InferenceWidget(QWidget):
     def _later(self, step) -> None:
         """Queue GUI work; the queue runs one step per event-loop turn.
 
-        Adding a layer costs napari ~0.1 s; adding the labels and each
-        probability layer in one slot would freeze the viewer for their sum.
+        Adding a layer costs napari 0.1-0.4 s here (benchmarks/responsiveness.py);
+        adding the labels and each probability layer in one slot would
+        freeze the viewer for their sum.
         """
         self._ui_steps.append(step)
         if len(self._ui_steps) == 1:
