@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -1070,3 +1071,93 @@ def test_importing_the_module_does_not_import_napari_or_qt():
         'assert not bad, bad\n'
     )
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+# --------------------------------------------------------------------------
+# crash consistency: a kill at any moment of a save leaves a resumable pair
+
+SAVE_STEPS = ('write', 'fsync', 'replace', 'fsync_dir')
+
+
+def _save_killed_at(path: Path, model, state: dict, step: int) -> int:
+    """Run ``save_checkpoint`` in a forked child that is SIGKILLed right
+    before its ``step``-th file-system step (a write, fsync or rename);
+    returns how many steps the save has, when it was not killed."""
+    import napari_vmunet._files as files
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count the steps, die at the chosen one
+        os.close(read)
+        torch.set_num_threads(1)
+        seen = [0]
+
+        def step_hook(real):
+            def run(*args, **kwargs):
+                seen[0] += 1
+                if seen[0] == step:
+                    os.kill(os.getpid(), 9)
+                return real(*args, **kwargs)
+
+            return run
+
+        files.os.replace = step_hook(os.replace)
+        files.fsync_file = step_hook(files.fsync_file)
+        files.fsync_dir = step_hook(files.fsync_dir)
+        real_save_file, real_torch_save = safetensors.torch.save_file, torch.save
+        safetensors.torch.save_file = step_hook(real_save_file)
+        torch.save = step_hook(real_torch_save)
+        save_checkpoint(model, path, training_state=state)
+        os.write(write, str(seen[0]).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    steps = os.read(read, 64)
+    os.close(read)
+    if os.WIFSIGNALED(status):
+        return -1
+    assert os.WEXITSTATUS(status) == 0
+    return int(steps)
+
+
+def test_a_kill_at_any_step_of_a_save_leaves_a_resumable_pair(tmp_path):
+    old, new = make_model(seed=1), make_model(seed=2)
+    path = tmp_path / 'run.last.safetensors'
+    probe = 'vmunet.final_conv.bias'
+    # how many steps a save has (2 writes, 2 fsyncs, 2 renames, dir fsyncs)
+    steps = _save_killed_at(tmp_path / 'probe.safetensors', new, {'epoch': 2}, 0)
+    assert steps >= 6
+    for step in range(1, steps + 1):
+        save_checkpoint(old, path, training_state={'epoch': 1})
+        assert _save_killed_at(path, new, {'epoch': 2}, step) == -1  # it died
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', CheckpointWarning)
+            ckpt = load_checkpoint(path)
+        weights = ckpt.model.state_dict()[probe]
+        if torch.equal(weights, old.state_dict()[probe]):
+            assert ckpt.training_state == {'epoch': 1}, step  # all old
+        else:
+            assert torch.equal(weights, new.state_dict()[probe]), step
+            assert ckpt.training_state == {'epoch': 2}, step  # all new
+        # the next save tidies up whatever the kill left behind
+        save_checkpoint(new, path, training_state={'epoch': 3})
+        hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith('.')]
+        assert hidden == [], (step, hidden)
+        assert load_checkpoint(path).training_state == {'epoch': 3}
+        for p in tmp_path.iterdir():
+            p.unlink()
+
+
+def test_an_interrupted_save_is_read_from_its_temporary_sidecar(tmp_path):
+    path = tmp_path / 'm.safetensors'
+    save_checkpoint(make_model(seed=1), path, training_state={'epoch': 1})
+    side = training_state_path(path)
+    stale = side.read_bytes()
+    save_checkpoint(make_model(seed=2), path, training_state={'epoch': 2})
+    # the moment between the two renames: new weights in place, the new
+    # sidecar still in its temporary file, the old sidecar where it was
+    side.rename(side.with_name(f'.{side.stem}.0badcafe.partial.pt'))
+    side.write_bytes(stale)
+    with pytest.warns(CheckpointWarning, match='interrupted'):
+        ckpt = load_checkpoint(path)
+    assert ckpt.training_state == {'epoch': 2}

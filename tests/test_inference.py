@@ -19,6 +19,7 @@ from napari_vmunet.inference import (
 )
 from napari_vmunet.inference.preprocess import finite, map_channels
 from napari_vmunet.model import VMUNet
+from napari_vmunet.rules.intensity import UnusableImageError
 
 TINY = dict(dims=(8, 16, 32, 64))
 
@@ -142,16 +143,28 @@ def test_rgb_rgba_grey_and_dtypes(tiny3):
     assert pred.predict(rgb[..., 0].astype(np.int32) - 1000).labels.shape == (50, 60)
 
 
+def noise(shape):
+    """A real-valued test image (a constant one is refused as unusable)."""
+    return np.random.default_rng(0).random(shape)
+
+
 def test_nan_inf_constant_tiny_and_empty_images(tiny3):
     pred = Predictor(wrap(tiny3), device='cpu')
     image = np.random.default_rng(7).random((40, 40)).astype(np.float32)
     image[5:9] = np.nan
     image[0, 0] = np.inf
     image[0, 1] = -np.inf
-    result = pred.predict(image, return_probabilities=True)
+    with pytest.warns(UserWarning, match='NaN or infinite'):
+        result = pred.predict(image, return_probabilities=True)
     assert np.isfinite(result.probabilities.astype(np.float32)).all()
-    for img in (np.full((40, 40), 7.0), np.full((40, 40), np.nan), np.zeros((3, 5))):
-        assert pred.predict(img).labels.shape == img.shape
+    assert any('NaN or infinite' in w for w in result.warnings)  # in the result
+    tiny = np.random.default_rng(1).random((3, 5))
+    assert pred.predict(tiny).labels.shape == tiny.shape
+    # plainly unusable images are refused before the run, saying why
+    with pytest.raises(UnusableImageError, match='constant .every pixel is 7'):
+        pred.predict(np.full((40, 40), 7.0))
+    with pytest.raises(UnusableImageError, match='no finite value'):
+        pred.predict(np.full((40, 40), np.nan))
     with pytest.raises(ValueError, match='empty'):
         pred.predict(np.zeros((0, 10)))
     with pytest.raises(ValueError, match='2-D image or a 3-D volume'):
@@ -172,7 +185,7 @@ def test_normalization_modes():
 
 
 def test_channel_mapping_errors_say_what_to_do():
-    img = np.zeros((2, 4, 4))
+    img = noise((2, 4, 4))
     with pytest.raises(ChannelMismatchError, match='takes 3 input channel.*has 2'):
         map_channels(img, 3)
     with pytest.raises(ChannelMismatchError, match='does not have'):
@@ -205,7 +218,7 @@ def test_cancel_takes_effect_within_one_batch():
             event.set()
 
     with pytest.raises(Cancelled):
-        pred.predict(np.zeros((400, 400, 3)), progress=on_progress, should_cancel=event)
+        pred.predict(noise((400, 400, 3)), progress=on_progress, should_cancel=event)
     assert len(model.calls) == 3  # no forward pass after the request
 
 
@@ -238,7 +251,7 @@ def test_out_of_memory_at_batch_one_on_cpu_explains():
 
     pred = Predictor(wrap(AlwaysOOM(), tile=64), device='cpu', batch_size=1)
     with pytest.raises(MemoryError, match='smaller tile size'):
-        pred.predict(np.zeros((64, 64)))
+        pred.predict(noise((64, 64)))
 
 
 def test_dask_volume_is_read_one_slice_at_a_time(tiny3):
@@ -283,7 +296,7 @@ def test_bad_parameters_are_refused(tiny3):
         Predictor(wrap(tiny3), device='cpu', overlap=1.0)
     pred = Predictor(wrap(tiny3), device='cpu')
     with pytest.raises(ValueError, match='no slice axis'):
-        pred.predict(np.zeros((10, 10)), slice_axis=0)
+        pred.predict(noise((10, 10)), slice_axis=0)
 
 
 def test_whole_image_mode_is_one_forward_on_the_padded_image(tiny3):
@@ -310,10 +323,10 @@ def test_cpu_threads_leave_a_core_free_and_are_restored(tiny3):
     seen = []
     pred = Predictor(wrap(tiny3), device='cpu', threads=1)
     pred.predict(
-        np.zeros((64, 64)), progress=lambda s: seen.append(torch.get_num_threads())
+        noise((64, 64)), progress=lambda s: seen.append(torch.get_num_threads())
     )
     assert set(seen) == {1}
     assert torch.get_num_threads() == before
     with pytest.raises(Cancelled):
-        pred.predict(np.zeros((200, 200)), should_cancel=lambda: bool(seen))
+        pred.predict(noise((200, 200)), should_cancel=lambda: bool(seen))
     assert torch.get_num_threads() == before

@@ -139,7 +139,9 @@ def test_bad_checkpoint_and_wrong_channels_are_reported(
     widget.set_checkpoint(bad)
     qtbot.waitUntil(lambda: 'Cannot use this file' in widget.model_info.text())
     assert 'broken.pth' in widget.model_info.text()
-    layer = viewer.add_image(np.zeros((2, 64, 64)), name='two channels')
+    layer = viewer.add_image(
+        np.random.default_rng(0).random((2, 64, 64)), name='two channels'
+    )
     widget.set_image_layer(layer)
     errors = []
     widget._error = lambda err, _orig=widget._error: (errors.append(err), _orig(err))

@@ -331,8 +331,16 @@ def test_freeze_encoder_trains_the_decoder_and_head_only(tmp_path):
     # a frozen encoder needs a trained start, and resume keeps the setting
     with pytest.raises(ValueError, match='start from a trained checkpoint'):
         Trainer(TrainConfig(freeze_encoder=True, **FAST), blobs(1))
-    with pytest.raises(ValueError, match='with freeze_encoder; resume it with'):
-        Trainer(TrainConfig(output=out, resume=True, **{**base, 'epochs': 3}), blobs(2))
+    resumed = Trainer(
+        TrainConfig(output=out, resume=True, **{**base, 'epochs': 3}), blobs(2)
+    )
+    assert resumed.config.freeze_encoder  # the run's own setting goes on
+    assert any('freeze_encoder=True' in n for n in resumed.notes)
+    unfrozen = TrainConfig(output=out, resume=True, **base).replace(
+        freeze_encoder=False
+    )
+    with pytest.raises(ValueError, match='freeze_encoder False .the run has True'):
+        Trainer(unfrozen, blobs(2))
 
 
 def test_fine_tuning_inherits_tile_normalisation_and_class_names(tmp_path):

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .io import ImageData, read_image
 
 LayerData = tuple[Any, dict, str]
@@ -49,7 +51,11 @@ def image_layer_data(image: ImageData, name: str | None = None) -> list[LayerDat
     split = image.meta.get('format') != 'nifti'
     kwargs = image.layer_kwargs(split_channels=split)
     kwargs['name'] = name or _layer_name(image.source)
-    return [(image.data, kwargs, 'image')]
+    data = image.data
+    if image.rgb and image.channel_axis != data.ndim - 1:
+        # an RGB z-stack is read as CZYX; napari shows RGB with colour last
+        data = np.moveaxis(data, image.channel_axis, -1)
+    return [(data, kwargs, 'image')]
 
 
 def _layer_name(source: Path | None) -> str:

@@ -48,24 +48,26 @@ ImageJ format (Fiji reads the calibration natively) when the dtype allows
 (uint8, uint16, float32), otherwise, or for ``*.ome.tif``, as OME-TIFF.
 
 All writes are atomic: the file is written next to the target under a hidden
-temporary name and moved over it with :func:`os.replace`, so a crash never
-leaves a half-written file and never destroys an older result.
+temporary name, flushed to disk and moved over it with :func:`os.replace`
+(:mod:`napari_vmunet._files`), so a crash never leaves a half-written file
+and never destroys an older result.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._files import write_atomically_one
+from ._memory import check_fits_in_memory, format_bytes
 
 __all__ = [
     'READ_EXTENSIONS',
@@ -353,8 +355,12 @@ def read_image(path: PathLike, *, allow_channels: bool = False) -> ImageData:
         if kind == 'nifti':
             return reader(path, allow_channels)
         return reader(path)
-    except (ImageIOError, FileNotFoundError, MemoryError):
+    except (ImageIOError, FileNotFoundError):
         raise
+    except MemoryError as exc:
+        raise ImageIOError(
+            str(exc) or f'{path.name} is too large to read into memory'
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any library error means corrupt
         raise ImageIOError(
             f'{path.name} is not a readable {_FORMAT_NAMES[kind]} file '
@@ -396,14 +402,14 @@ def _read_nifti(path: Path, allow_channels: bool) -> ImageData:
     img = nib.load(str(path), mmap=False)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ImageIOError(f'{path.name} is not a NIfTI-1/2 image')
-    arr = np.asanyarray(img.dataobj)
     shape = tuple(int(s) for s in img.shape)
     # drop singleton axes after the 3 spatial ones (X, Y, Z, 1, C) -> (X, Y, Z, C)
     extra = [s for s in shape[3:] if s != 1]
-    arr = arr.reshape(shape[:3] + tuple(extra))
     spatial = shape[:3]
     if len(extra) > 1 or (extra and not allow_channels):
         raise ImageIOError(_nifti_4d_message(path.name, shape, img.header))
+    _check_nifti_size(path, img, shape)
+    arr = np.asanyarray(img.dataobj).reshape(shape[:3] + tuple(extra))
     ndim = 2 if len(spatial) == 2 or spatial[2] == 1 else 3
     if ndim == 2:
         arr = arr.reshape(spatial[:2] + tuple(extra))
@@ -413,7 +419,7 @@ def _read_nifti(path: Path, allow_channels: bool) -> ImageData:
     if extra and ndim == 3:
         arr = np.moveaxis(arr, -1, 0)  # channels first in 3D, last in 2D
     arr = np.ascontiguousarray(arr)
-    affine = _nifti_to_array_affine(np.asarray(img.affine, dtype=float), ndim)
+    affine = _nifti_to_array_affine(_usable_affine(path, img, ndim), ndim)
     scale = tuple(np.linalg.norm(affine[:ndim, :ndim], axis=0))
     # 'unknown' is read as mm, as ITK-SNAP and 3D Slicer do
     space = img.header.get_xyzt_units()[0]
@@ -438,6 +444,75 @@ def _read_nifti(path: Path, allow_channels: bool) -> ImageData:
         meta=meta,
         units=units,
     )
+
+
+#: deflate cannot compress better than about 1032:1
+_MAX_GZIP_RATIO = 1032
+
+
+def _check_nifti_size(path: Path, img: Any, shape: tuple[int, ...]) -> None:
+    """Refuse a header that declares more voxels than the file can hold, or
+    than memory can, before a single voxel is read (a 1 KB file claiming
+    2000^3 voxels would otherwise take minutes and gigabytes to fail)."""
+    header = img.header
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    voxels = int(np.prod(shape, dtype=object))
+    declared = voxels * itemsize
+    size = path.stat().st_size
+    described = f'{" x ".join(map(str, shape))} voxels of {header.get_data_dtype()}'
+    if path.name.lower().endswith('.gz'):
+        possible = size * _MAX_GZIP_RATIO
+    else:
+        possible = size - int(header.get('vox_offset', 0))
+    if declared > possible:
+        raise ImageIOError(
+            f'{path.name} declares {described} ({format_bytes(declared)}), but '
+            f'the file ({format_bytes(size)}) cannot hold that much: it is '
+            'truncated or its header is damaged'
+        )
+    slope, inter = header.get_slope_inter()
+    scaled = slope not in (None, 1) or inter not in (None, 0)
+    check_fits_in_memory(
+        voxels * (itemsize + (8 if scaled else 0)),
+        f'{path.name} declares {described}',
+    )
+
+
+def _usable_affine(path: Path, img: Any, ndim: int) -> np.ndarray:
+    """The voxel-to-world matrix, or -- when the file's is degenerate (an
+    all-zero sform, zero voxel sizes) -- the qform or the voxel sizes, with
+    a warning: napari cannot show a layer whose scale is 0."""
+    import warnings
+
+    def usable(affine: np.ndarray | None) -> bool:
+        if affine is None or not np.isfinite(affine).all():
+            return False
+        linear = affine[:3, :ndim]
+        if ndim == 3:
+            return abs(np.linalg.det(affine[:3, :3])) > 1e-12
+        return bool(np.all(np.linalg.norm(linear, axis=0) > 0))
+
+    affine = np.asarray(img.affine, dtype=float)
+    if usable(affine):
+        return affine
+    header = img.header
+    candidates = [('its qform', header.get_qform() if header['qform_code'] else None)]
+    zooms = np.asarray(header.get_zooms()[:3], dtype=float)
+    if zooms.size == 3 and np.all(zooms[:ndim] > 0):
+        base = np.diag([*np.where(zooms > 0, zooms, 1.0), 1.0])
+        candidates.append(('its voxel sizes (pixdim)', base))
+    candidates.append(('1 mm voxels', np.eye(4)))
+    for what, candidate in candidates:
+        if usable(candidate):
+            warnings.warn(
+                f'{path.name}: its voxel-to-world matrix is invalid (e.g. an '
+                f'all-zero sform), so the geometry comes from {what}; check '
+                'the position and orientation before measuring',
+                UserWarning,
+                stacklevel=4,
+            )
+            return np.asarray(candidate, dtype=float)
+    return np.eye(4)  # pragma: no cover - the identity is always usable
 
 
 def _nifti_4d_message(name: str, shape: tuple[int, ...], header: Any) -> str:
@@ -466,6 +541,11 @@ def _read_tiff(path: Path) -> ImageData:
 
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
+        check_fits_in_memory(
+            int(np.prod(series.shape, dtype=object)) * np.dtype(series.dtype).itemsize,
+            f'{path.name} declares {" x ".join(map(str, series.shape))} '
+            f'{series.dtype} pixels',
+        )
         data = series.asarray()
         axes = series.axes
         rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
@@ -811,38 +891,9 @@ def _write_tiff(
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a hidden sibling file, then move it over ``path``.
-
-    The temporary keeps the real extension (nibabel and imageio choose the
-    format from it) and is created with ``'x'`` so it gets the usual
-    permissions (umask), unlike :func:`tempfile.mkstemp`'s 0600.
-    """
-    path = path.absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _temporary_sibling(path) as tmp:
-        write(tmp)
-        os.replace(tmp, path)
-    return path
-
-
-@contextlib.contextmanager
-def _temporary_sibling(path: Path) -> Iterator[Path]:
-    ext = _suffix(path)
-    stem = path.name[: len(path.name) - len(ext)]
-    for _ in range(100):
-        tmp = path.with_name(f'.{stem}.{secrets.token_hex(4)}.partial{ext}')
-        try:
-            with open(tmp, 'x'):
-                break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 32 random bits
-        raise ImageIOError(f'cannot create a temporary file next to {path}')
-    try:
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """Run ``write`` on a hidden sibling file, fsync it, then move it over
+    ``path`` (see :mod:`napari_vmunet._files`)."""
+    return write_atomically_one(path.absolute(), write)
 
 
 # ---------------------------------------------------------------------------

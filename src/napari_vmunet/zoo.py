@@ -8,6 +8,7 @@ clinical or general-purpose models.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -31,3 +32,25 @@ def builtin_checkpoint(name: str) -> Path:
             f'no built-in model {name!r}; available: {", ".join(models) or "none"}'
         )
     return models[name]
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The checkpoint file a user means: a built-in model's name
+    (``demo-nuclei``) or a path (``~`` expanded).
+
+    Every entry point (``predict``, ``train --init``, ``info``, ``convert``,
+    the docks) resolves models here, so a name that works in one works in
+    all.  A path that does not exist and is no built-in name raises
+    ``FileNotFoundError`` listing the built-in models.
+    """
+    text = os.fspath(name_or_path)
+    models = builtin_checkpoints()
+    if text in models:
+        return models[text]
+    path = Path(text).expanduser()
+    if not path.exists() and not path.suffix and os.sep not in text:
+        raise FileNotFoundError(
+            f'{text!r} is neither a file nor a built-in model; built-in models: '
+            f'{", ".join(models) or "none"}'
+        )
+    return path

@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._files import (
+    remove_quietly,
+    stale_temporaries,
+    write_atomically,
+    write_atomically_one,
+)
 from .._version import __version__
 from ..model import VMUNet
 from ._errors import CheckpointError, CheckpointWarning
@@ -25,8 +31,6 @@ from ._io import (
     read_safetensors,
     sniff,
     torch_load,
-    write_atomically,
-    write_atomically_one,
 )
 from ._metadata import (
     FORMAT_VERSION,
@@ -263,6 +267,8 @@ def _read_metadata(st_meta: Mapping[str, str]) -> dict:
         return validate_metadata(json.loads(raw))
     except json.JSONDecodeError as err:
         problem = f'is not valid JSON ({err})'
+    except RecursionError:
+        problem = 'is nested too deeply to be a napari-vmunet document'
     except ValueError as err:
         problem = f'is invalid: {err}'
     raise CheckpointError(
@@ -276,18 +282,46 @@ def _read_sidecar(path: Path, expected_id: str | None) -> dict | None:
 
     A sidecar from another save (its id differs, e.g. the weights were
     overwritten without training state) is ignored with a warning: resuming
-    from it would pair the weights with the wrong optimizer state.
+    from it would pair the weights with the wrong optimizer state.  When a
+    save was killed between writing the weights and renaming the sidecar
+    into place, the complete new sidecar is still in its temporary file
+    (see :func:`save_checkpoint`): it is read from there.
     """
     side = training_state_path(path)
-    if not side.exists():
-        if expected_id:
+    state = _sidecar_state(side, path) if side.exists() else None
+    if expected_id is None:
+        if state is not None:
             warnings.warn(
-                f'{path}: its training state {side.name} is missing; the weights '
-                'load, but training cannot resume where it stopped',
+                f'{path}: ignoring {side.name}, which was saved with other '
+                'weights; training from this checkpoint starts a fresh optimizer',
                 CheckpointWarning,
                 stacklevel=4,
             )
         return None
+    if state is not None and state.get('checkpoint_id') == expected_id:
+        return dict(state['training_state'])
+    recovered = _recover_sidecar(side, path, expected_id)
+    if recovered is not None:
+        return recovered
+    if state is None:
+        warnings.warn(
+            f'{path}: its training state {side.name} is missing; the weights '
+            'load, but training cannot resume where it stopped',
+            CheckpointWarning,
+            stacklevel=4,
+        )
+    else:
+        warnings.warn(
+            f'{path}: ignoring {side.name}, which was saved with other weights; '
+            'training from this checkpoint starts a fresh optimizer',
+            CheckpointWarning,
+            stacklevel=4,
+        )
+    return None
+
+
+def _sidecar_state(side: Path, path: Path) -> dict:
+    """The sidecar document (format checked), or a CheckpointError."""
     try:
         check_file(side)
         obj = torch_load(side)
@@ -298,25 +332,45 @@ def _read_sidecar(path: Path, expected_id: str | None) -> dict | None:
             'alone (training then cannot resume where it stopped)',
             path,
         ) from err
-    if (
-        not isinstance(obj, Mapping)
-        or obj.get('format') != _SIDECAR_FORMAT
-        or not isinstance(obj.get('training_state'), Mapping)
-    ):
+    if not _is_sidecar(obj):
         raise CheckpointError(
             f'has a file {side.name} next to it that is not a napari-vmunet '
             f'training state; move or rename it',
             path,
         )
-    if expected_id is None or obj.get('checkpoint_id') != expected_id:
-        warnings.warn(
-            f'{path}: ignoring {side.name}, which was saved with other weights; '
-            'training from this checkpoint starts a fresh optimizer',
-            CheckpointWarning,
-            stacklevel=4,
-        )
-        return None
-    return dict(obj['training_state'])
+    return dict(obj)
+
+
+def _is_sidecar(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and obj.get('format') == _SIDECAR_FORMAT
+        and isinstance(obj.get('training_state'), Mapping)
+    )
+
+
+def _recover_sidecar(side: Path, path: Path, expected_id: str) -> dict | None:
+    """The training state of an interrupted save, from its temporary file.
+
+    Temporary files are complete once the first rename of a save happened
+    (all are written and fsynced before any rename), so one carrying the
+    weights' id is exactly the sidecar that save meant to put in place.
+    """
+    for tmp in stale_temporaries(side):
+        try:
+            obj = torch_load(tmp)
+        except CheckpointError:
+            continue
+        if _is_sidecar(obj) and obj.get('checkpoint_id') == expected_id:
+            warnings.warn(
+                f'{path}: its save was interrupted before {side.name} was '
+                f'renamed into place; the training state was read from '
+                f'{tmp.name} (the next save tidies up)',
+                CheckpointWarning,
+                stacklevel=5,
+            )
+            return dict(obj['training_state'])
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -367,8 +421,12 @@ def save_checkpoint(
     ``training_state`` removes an old sidecar.
 
     Both files are written atomically (temporary file, fsync, rename): on
-    failure the previous files are untouched.  Missing parent folders are
-    created.  Returns the path written.
+    failure the previous files are untouched.  A crash cannot leave a pair
+    that does not resume: both temporary files are complete before the
+    weights are renamed into place, then the sidecar; if the process dies in
+    between, loading finds the new sidecar in its temporary file (by the
+    shared id).  Missing parent folders are created.  Returns the path
+    written.
     """
     net, base = _unwrap(model)
     path = Path(path).expanduser()
@@ -398,7 +456,9 @@ def save_checkpoint(
     }
     path = prepare_destination(path)
     side = training_state_path(path)
-    jobs = []
+    # the weights first: they are never older than their sidecar, and a
+    # sidecar left behind in its temporary file is found by its id
+    jobs = [(path, lambda tmp: _save_safetensors(tensors, tmp, st_meta))]
     if training_state is not None:
         st_meta[TRAIN_STATE_ID_KEY] = pair_id = uuid.uuid4().hex
         sidecar = {
@@ -408,10 +468,9 @@ def save_checkpoint(
             'training_state': training_state,
         }
         jobs.append((side, lambda tmp: torch.save(sidecar, tmp)))
-    jobs.append((path, lambda tmp: _save_safetensors(tensors, tmp, st_meta)))
     write_atomically(jobs)
-    if training_state is None and side.exists():
-        side.unlink()
+    if training_state is None:
+        remove_quietly([side, *stale_temporaries(side)])
     return path
 
 

@@ -10,10 +10,13 @@ so nothing in a file can run.  A handful of harmless *data* types that real
 VM-UNet / VMamba files contain are mapped onto plain types (see
 :func:`_extra_safe_globals`).
 
-Writing: every file goes to a temporary file in the destination folder, is
-flushed to disk (``fsync``) and then renamed over the destination with
-``os.replace``, which is atomic on POSIX and Windows.  A failure at any point
-removes the temporary file and leaves an existing destination untouched.
+Writing goes through :mod:`napari_vmunet._files` (temporary file, fsync,
+rename), so a failure or a crash never leaves a damaged checkpoint.
+
+Size limits: a few kilobytes can claim gigabytes (a zip whose members
+decompress a thousandfold, a header with absurd values), so what a file
+declares is checked against its real size and the memory available before
+anything is allocated (:func:`check_zip_size`).
 """
 
 from __future__ import annotations
@@ -22,16 +25,15 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
 import threading
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 
+from .._memory import check_fits_in_memory, format_bytes
 from ._errors import CheckpointError
 
 #: what :func:`sniff` can answer
@@ -194,12 +196,47 @@ def torch_load(path: Path, kind: str | None = None) -> object:
         )
     if kind not in ('torch-zip', 'pickle'):
         raise CheckpointError(describe_unreadable(path, kind), path)
+    if kind == 'torch-zip':
+        check_zip_size(path)
     try:
         with _SAFE_GLOBALS_LOCK, _allow_extra_globals(), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*pickle protocol.*')
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one message
         raise CheckpointError(explain_torch_failure(err, kind, path), path) from err
+
+
+#: weights hardly compress (float noise): a far higher ratio is a zip bomb
+_MAX_ZIP_RATIO = 100
+_ZIP_RATIO_FLOOR = 256 * 2**20
+
+
+def check_zip_size(path: Path) -> None:
+    """Refuse a zip whose members decompress to more than fits in memory, or
+    implausibly far beyond the file's size, before torch inflates them.
+
+    ``torch.save`` stores tensors uncompressed, so a real checkpoint's
+    uncompressed size is about its file size; a 2 MB file declaring 4 GB is
+    built to exhaust memory.  A damaged directory is left for ``torch.load``
+    to report as truncated.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    size = max(path.stat().st_size, 1)
+    if total > _ZIP_RATIO_FLOOR and total > _MAX_ZIP_RATIO * size:
+        raise CheckpointError(
+            f'is a {format_bytes(size)} zip archive whose contents claim '
+            f'{format_bytes(total)} ({total / size:.0f} times its size), far '
+            'more than any checkpoint compresses; it is damaged or built to '
+            'exhaust memory, so it was not opened'
+        )
+    try:
+        check_fits_in_memory(total, 'unpacking it')
+    except MemoryError as err:
+        raise CheckpointError(str(err), path) from None
 
 
 def _is_complete_zip(path: Path) -> bool:
@@ -294,41 +331,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 
 # --------------------------------------------------------------------------
-# atomic writes
-
-
-def write_atomically(jobs: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Write several files so that each is either the old or the new version.
-
-    ``jobs`` is a list of ``(destination, write)`` where ``write(tmp)`` writes
-    the new content to the temporary path it is given.  All temporary files
-    are written and fsynced first; only then are they renamed over their
-    destinations, in order.  If any writer fails, every temporary file is
-    removed and no destination has changed.
-    """
-    temps: list[Path] = []
-    try:
-        for dest, write in jobs:
-            tmp = _temp_path(dest)
-            temps.append(tmp)
-            write(tmp)
-            _fsync_file(tmp)
-            _set_mode(tmp, dest)
-        for tmp, (dest, _) in zip(temps, jobs, strict=True):
-            os.replace(tmp, dest)
-    except BaseException:
-        for tmp in temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        raise
-    for directory in {dest.parent for dest, _ in jobs}:
-        _fsync_dir(directory)
-
-
-def write_atomically_one(path: Path, write: Callable[[Path], None]) -> Path:
-    """:func:`write_atomically` for a single file; returns ``path``."""
-    write_atomically([(path, write)])
-    return path
+# writing (atomic writes themselves live in napari_vmunet._files)
 
 
 def prepare_destination(path: str | os.PathLike) -> Path:
@@ -340,54 +343,3 @@ def prepare_destination(path: str | os.PathLike) -> Path:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _temp_path(dest: Path) -> Path:
-    """A new, empty, hidden file next to ``dest`` (same file system -> atomic
-    rename)."""
-    fd, name = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, 'rb+') as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); not possible on Windows."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _set_mode(tmp: Path, dest: Path) -> None:
-    """Give the new file the old file's permissions, or the usual ones for a
-    new file (mkstemp creates it readable by the owner only)."""
-    try:
-        mode = dest.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, mode)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, which
-    races with other threads creating files)."""
-    with contextlib.suppress(OSError, ValueError), open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('Umask:'):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
-def remove_quietly(paths: Iterable[Path]) -> None:
-    """Delete files that may or may not exist."""
-    for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()

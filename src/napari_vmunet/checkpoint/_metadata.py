@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._version import __version__
+from ..rules.tiling import DEFAULT_TILE, MAX_TILE, TILE_MULTIPLE, check_tile
 
 FORMAT_VERSION = 1
 #: the safetensors metadata key that holds the JSON document
@@ -59,8 +60,6 @@ PROVENANCE_KEYS = (
     'notes',
 )
 NORMALIZATION_MODES = ('minmax', 'window', 'percentile', 'none')
-DEFAULT_TILE = 256
-TILE_MULTIPLE = 32
 _COLOR = re.compile(r'^#[0-9a-fA-F]{6}$')
 # keyword shortcuts accepted by default_metadata(), and where they go
 _SHORTCUTS = {
@@ -412,15 +411,17 @@ def _validate_input(inp: Any, channels: int) -> dict:
             f'{channels} input channel(s)'
         )
     tile = inp['tile_size']
-    if (
-        not isinstance(tile, (list, tuple))
-        or len(tile) != 2
-        or not all(_is_int(t) and t > 0 and t % TILE_MULTIPLE == 0 for t in tile)
-    ):
+    try:
+        if not isinstance(tile, (list, tuple)) or len(tile) != 2:
+            raise ValueError
+        for t in tile:
+            check_tile(t)
+    except ValueError:
         raise ValueError(
             f'input.tile_size must be [height, width], positive multiples of '
-            f'{TILE_MULTIPLE} (VM-UNet halves the size five times), got {tile!r}'
-        )
+            f'{TILE_MULTIPLE} up to {MAX_TILE} (VM-UNet halves the size five '
+            f'times), got {tile!r}'
+        ) from None
     return {
         'channels': channels,
         'normalization': _validate_normalization(inp['normalization']),

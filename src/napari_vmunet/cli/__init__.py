@@ -66,10 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(err: BaseException) -> str:
+    """The error as one line, its non-printable characters escaped (messages
+    quote names and notes from files)."""
+    from ._text import printable
+
     text = ' '.join(str(err).split()) or type(err).__name__
-    if not isinstance(err, (UserError, ValueError, FileNotFoundError, OSError)):
+    if isinstance(err, MemoryError) and not str(err):
+        text = (
+            'out of memory (MemoryError); use a smaller tile size or batch, or '
+            'close other programs'
+        )
+    elif not isinstance(err, (UserError, ValueError, FileNotFoundError, OSError)):
         text = f'{type(err).__name__}: {text}'
-    return text
+    return printable(text)
 
 
 if __name__ == '__main__':  # pragma: no cover

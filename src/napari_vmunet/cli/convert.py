@@ -21,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'loadable by JCruan519/VM-UNet.  The metadata options fill in what '
         'original files do not record.',
     )
-    parser.add_argument('input', metavar='IN', help='.pth or .safetensors checkpoint')
+    parser.add_argument(
+        'input',
+        metavar='IN',
+        help='.pth or .safetensors checkpoint, or a built-in model',
+    )
     parser.add_argument('output', metavar='OUT', help='.safetensors or .pth file')
     parser.add_argument(
         '--class-names',
@@ -49,10 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
+    from ..zoo import resolve_model
 
-    src, dst = Path(args.input), Path(args.output)
+    src, dst = resolve_model(args.input), Path(args.output).expanduser()
     if dst.exists() and not args.force:
         raise UserError(f'{dst} already exists; pass --force to replace it')
+    if dst.exists() and src.exists() and dst.samefile(src):
+        raise UserError(f'{dst} is the input itself; write the conversion elsewhere')
     overrides = _metadata_overrides(args)
     if dst.suffix == '.safetensors':
         overrides.setdefault('provenance', {})['command'] = _command(args)

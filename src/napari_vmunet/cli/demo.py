@@ -153,10 +153,12 @@ def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray) -> Path:
 
 
 def run_headless(sample: str, output: Path, device: str = 'auto') -> int:
+    from .._files import check_writable_folder
     from ..checkpoint import load_checkpoint
     from ..inference import Predictor
     from ..io import load_sample, write_labels
 
+    check_writable_folder(output, 'demo results')  # before predicting
     image, truth = load_sample(sample)
     checkpoint = load_checkpoint(demo_checkpoint(sample))
     predictor = Predictor(checkpoint, device=device)
@@ -167,7 +169,6 @@ def run_headless(sample: str, output: Path, device: str = 'auto') -> int:
     result = predictor.predict(
         image.data, channel_axis=image.channel_axis, rgb=image.rgb
     )
-    output.mkdir(parents=True, exist_ok=True)
     ext = (
         '.nii.gz' if image.source and image.source.name.endswith('.nii.gz') else '.tif'
     )

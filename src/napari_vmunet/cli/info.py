@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._text import printable
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint, summary
-    from ..zoo import builtin_checkpoints
+    from ..zoo import resolve_model
 
     if args.system:
         return _system(args.json)
@@ -44,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
         from . import UserError
 
         raise UserError('give a checkpoint file (or --system)')
-    path = builtin_checkpoints().get(args.checkpoint, args.checkpoint)
-    info = summary(load_checkpoint(path))
+    info = summary(load_checkpoint(resolve_model(args.checkpoint)))
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write('\n')
@@ -85,7 +86,8 @@ def format_info(info: dict) -> str:
         ('Training state', _training_state(info['training_state'])),
     ]
     width = max(len(name) for name, _ in rows) + 2
-    return ''.join(f'{name + ":":<{width}}{value}\n' for name, value in rows)
+    # everything shown comes from a file: escape what a terminal would obey
+    return ''.join(f'{name + ":":<{width}}{printable(value)}\n' for name, value in rows)
 
 
 def _architecture(arch: dict) -> str:

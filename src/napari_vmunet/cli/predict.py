@@ -10,7 +10,6 @@ its own GPU when there are GPUs).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
@@ -41,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         '--output',
         '-o',
         required=True,
-        help='output folder (or a file name for a single input)',
+        help='output folder (or a file name for a single input); existing '
+        'files are kept unless --overwrite',
     )
     p.add_argument('--device', default='auto', help='auto, cpu, cuda[:N] or mps')
     p.add_argument(
@@ -68,84 +68,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--tile-size', type=int, default=None)
     p.add_argument('--overlap', type=float, default=0.25)
     p.add_argument('--batch-size', type=int, default=None)
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace output files that exist already (inputs are never overwritten)',
+    )
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bar')
     p.set_defaults(func=run)
 
 
-def expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (their readable files) and globs, in a stable order."""
-    from ..io import READ_EXTENSIONS
-
-    def readable(path: Path) -> bool:
-        name = path.name.lower()
-        return any(name.endswith(ext) for ext in READ_EXTENSIONS)
-
-    found: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and readable(p))
-        elif path.exists():
-            found.append(path)
-        else:
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            if not matches:
-                raise UserError(f'no such file, folder or pattern: {item}')
-            found += [p for p in matches if p.is_file()]
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise UserError('no readable images among the inputs')
-    return unique
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in ('.nii.gz', '.ome.tiff', '.ome.tif'):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for ext in ('.nii.gz', '.ome.tiff', '.ome.tif'):
-        if name.endswith(ext):
-            return ext
-    return path.suffix.lower()
-
-
-def output_paths(source: Path, output: Path, single: bool) -> tuple[Path, Path]:
-    """Where the labels and probabilities of ``source`` go."""
-    ext = _suffix(source)
-    if ext in ('.jpg', '.jpeg'):
-        ext = '.png'
-    if ext.startswith('.ome'):
-        ext = '.tif'
-    prob_ext = '.tif' if ext == '.png' else ext
-    if single and _suffix(output) in ('.nii.gz', '.nii', '.tif', '.tiff', '.png'):
-        labels = output
-        probs = output.with_name(f'{_stem(output)}_probabilities{prob_ext}')
-    else:
-        labels = output / f'{_stem(source)}_labels{ext}'
-        probs = output / f'{_stem(source)}_probabilities{prob_ext}'
-    return labels, probs
-
-
-def _slice_axis(spec: str | None, axes: str) -> int | None:
-    spatial = axes.replace('C', '')
-    if len(spatial) < 3:
-        return None
+def parse_slice_axis(spec: str | None) -> str | int | None:
+    """``--slice-axis``: ``Z``, ``Y``, ``X`` or a spatial index 0-2."""
     if spec is None:
-        spec = 'Z'
-    if spec.upper() in spatial:
-        return axes.index(spec.upper())
+        return None
+    if spec.strip().upper() in ('Z', 'Y', 'X'):
+        return spec.strip().upper()
     try:
         index = int(spec)
     except ValueError:
+        index = -1
+    if not 0 <= index <= 2:
         raise UserError(
-            f'--slice-axis must be Z, Y, X or an index, got {spec!r}'
-        ) from None
-    return axes.index(spatial[index])
+            f'--slice-axis must be Z, Y, X or a spatial axis index 0, 1 or 2; '
+            f'got {spec!r}'
+        )
+    return index
+
+
+def _slice_axis(spec: str | int | None, axes: str, name: str) -> int | None:
+    """The array axis of ``spec`` in an image with ``axes`` (None for 2D)."""
+    spatial = axes.replace('C', '')
+    if len(spatial) < 3:
+        return None
+    spec = 'Z' if spec is None else spec
+    letter = spec if isinstance(spec, str) else spatial[spec]
+    if letter not in spatial:  # pragma: no cover - parse_slice_axis checked it
+        raise UserError(f'{name} has no {letter} axis (its axes are {axes})')
+    return axes.index(letter)
+
+
+def parse_channel_map(text: str | None) -> list[int] | None:
+    """``--channel-map 0,1,1`` -> ``[0, 1, 1]``."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(',')]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise UserError(
+            f'--channel-map must list image channel numbers (0, 1, ...) '
+            f'separated by commas, one per model input, e.g. 0,1,1; got {text!r}'
+        )
+    return values
 
 
 def _rank() -> tuple[int, int, int]:
@@ -158,29 +133,52 @@ def _rank() -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._files import check_writable_folder
+    from ._outputs import check_plan, expand_inputs, names_a_file, plan_outputs
+
+    # everything that can be wrong is found before the model is loaded
+    files, skipped = expand_inputs(args.inputs)
+    output = Path(args.output)
+    plan, renamed = plan_outputs(files, output, args.probabilities)
+    check_plan(plan, args.overwrite)
+    slice_spec = parse_slice_axis(args.slice_axis)
+    channel_map = parse_channel_map(args.channel_map)
+    folder = output.parent if len(files) == 1 and names_a_file(output) else output
+    check_writable_folder(folder, 'predictions')
+    for note in _notes(skipped, renamed):
+        print(f'note: {note}', file=sys.stderr)
+    return _predict_all(args, plan, slice_spec, channel_map)
+
+
+def _notes(skipped: list[Path], renamed: list[str]) -> list[str]:
+    notes = list(renamed)
+    if skipped:
+        shown = ', '.join(p.name for p in skipped[:5])
+        more = f' and {len(skipped) - 5} more' if len(skipped) > 5 else ''
+        notes.append(
+            f'skipped {len(skipped)} file(s) that are outputs of an earlier run, '
+            f'hidden or temporary ({shown}{more}); name a file explicitly to '
+            'predict it anyway'
+        )
+    return notes
+
+
+def _predict_all(args, plan, slice_spec, channel_map) -> int:
     import torch
     from tqdm.auto import tqdm
 
     from ..checkpoint import load_checkpoint
     from ..inference import Predictor
     from ..io import read_image, write_image, write_labels
-    from ..zoo import builtin_checkpoints
+    from ..zoo import resolve_model
+    from ._text import printable
 
-    files = expand_inputs(args.inputs)
     rank, world, local_rank = _rank()
-    mine = files[rank::world]
-    output = Path(args.output)
-    single = len(files) == 1
-    if not (single and output.suffix):
-        output.mkdir(parents=True, exist_ok=True)
+    mine = plan[rank::world]
     device = args.device
     if world > 1 and device == 'auto' and torch.cuda.is_available():
         device = f'cuda:{local_rank % torch.cuda.device_count()}'
-    model_path = builtin_checkpoints().get(args.model, Path(args.model))
-    checkpoint = load_checkpoint(model_path)
-    channel_map = (
-        [int(c) for c in args.channel_map.split(',')] if args.channel_map else None
-    )
+    checkpoint = load_checkpoint(resolve_model(args.model))
     predictor = Predictor(
         checkpoint,
         device=device,
@@ -191,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     )
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []
-    for path in mine:
+    for item in mine:
+        path = item.source
         try:
             image = read_image(path)
             bar = tqdm(
@@ -209,25 +208,24 @@ def run(args: argparse.Namespace) -> int:
             result = predictor.predict(
                 image.data,
                 channel_axis=image.channel_axis,
-                slice_axis=_slice_axis(args.slice_axis, image.axes),
+                slice_axis=_slice_axis(slice_spec, image.axes, path.name),
                 rgb=image.rgb,
                 channel_map=channel_map,
                 return_probabilities=args.probabilities,
                 progress=show,
             )
             bar.close()
-            labels_path, probs_path = output_paths(path, output, single)
-            write_labels(labels_path, result.labels, like=image)
-            written = [labels_path]
+            write_labels(item.labels, result.labels, like=image)
+            written = [item.labels]
             if result.probabilities is not None:
                 probs = result.probabilities
                 axes = image.axes.replace('C', '')
                 if probs.ndim > result.labels.ndim:
                     axes = 'C' + axes
-                write_image(probs_path, probs, like=image, axes=axes)
-                written.append(probs_path)
+                write_image(item.probabilities, probs, like=image, axes=axes)
+                written.append(item.probabilities)
             counts = ', '.join(
-                f'{name}: {int((result.labels == i).sum())} px'
+                f'{printable(name)}: {int((result.labels == i).sum())} px'
                 for i, name in enumerate(result.class_names)
                 if i
             )
@@ -236,13 +234,14 @@ def run(args: argparse.Namespace) -> int:
                 f'({result.seconds:.1f} s on {result.device}; {counts})'
             )
             for note in result.warnings:
-                print(f'{prefix}  warning: {note}', file=sys.stderr)
+                print(f'{prefix}  warning: {printable(note)}', file=sys.stderr)
         except Exception as err:  # noqa: BLE001 - report, skip, go on
             if args.debug:
                 raise
             failures.append(path)
             print(
-                f'{prefix}FAILED {path}: {" ".join(str(err).split())}', file=sys.stderr
+                f'{prefix}FAILED {path}: {printable(" ".join(str(err).split()))}',
+                file=sys.stderr,
             )
     if failures:
         print(f'{prefix}{len(failures)} of {len(mine)} file(s) failed', file=sys.stderr)

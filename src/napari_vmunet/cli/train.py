@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from . import UserError
+from ._text import printable, printable_lines
 
 _ORDER = (
     'init',
@@ -68,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'with vmamba:PATH (default: random weights)',
     )
     add('--resume', action='store_true', help='continue the run that wrote --output')
+    add(
+        '--overwrite',
+        action='store_true',
+        help='replace the checkpoints of an earlier run at --output (without '
+        'this, an existing output is refused unless --resume)',
+    )
     add(
         '--preset',
         choices=('finetune', 'full'),
@@ -125,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
 
         rank, world, args.device = init_distributed(args.device)
         args.quiet = args.quiet or rank != 0
-    pairs = read_pairs(args.images, args.labels)
     config = TrainConfig(
         output=args.output,
         preset=args.preset,
-        init=args.init,
+        init=_init(args.init),
         resume=args.resume,
         num_classes=args.num_classes,
         class_names=_names(args.class_names),
@@ -150,14 +156,17 @@ def run(args: argparse.Namespace) -> int:
         command=command_line(args),
         notes=args.notes,
         training_data=args.training_data,
+        overwrite=args.overwrite,
     )
+    config.check_output()  # before reading any data: nothing to lose, no wait
+    pairs = read_pairs(args.images, args.labels)
     trainer = (DistributedTrainer if distributed else Trainer)(config, pairs)
     stop = threading.Event()
     with _graceful_ctrl_c(stop), _Progress(args.quiet) as progress:
         finished = trainer.fit(progress.update, stop=stop)
     if distributed:
         return _finish_distributed(trainer, finished)
-    print(report(finished, trainer))
+    print(printable_lines(report(finished, trainer)))
     return 0 if finished.reason == 'completed' else 130
 
 
@@ -171,7 +180,7 @@ def _finish_distributed(trainer, finished) -> int:
     sums = [None] * trainer.world
     dist.all_gather_object(sums, weights_checksum(trainer.model))
     if trainer.is_main_process:
-        print(report(finished, trainer))
+        print(printable_lines(report(finished, trainer)))
         same = all(s == sums[0] for s in sums)
         listed = ', '.join(f'{s:.10g}' for s in sums)
         print(
@@ -238,6 +247,7 @@ def command_line(args: argparse.Namespace) -> str:
         if value is not None and not (key == 'preset' and value == 'finetune'):
             words += [f'--{key.replace("_", "-")}', str(value)]
     words += ['--resume'] if args.resume else []
+    words += ['--overwrite'] if args.overwrite else []
     words += ['--no-augment'] if args.no_augment else []
     words += ['--freeze-encoder'] if args.freeze_encoder else []
     return shlex.join(words)
@@ -298,7 +308,7 @@ class _Progress:
 
         if isinstance(event, Started):
             for note in event.notes:
-                print(f'note: {note}', file=sys.stderr)
+                print(f'note: {printable(note)}', file=sys.stderr)
             if not self.quiet:
                 print(
                     f'training {event.n_train} slice(s), validating on '
@@ -349,6 +359,16 @@ class _graceful_ctrl_c:
             raise KeyboardInterrupt
         self.stop.set()
         print('\nstopping after this step (Ctrl-C again to abort) ...', file=sys.stderr)
+
+
+def _init(text: str | None) -> str | None:
+    """``--init``: a built-in model's name, a path, or ``vmamba:PATH``."""
+    from ..training.config import VMAMBA_PREFIX
+    from ..zoo import resolve_model
+
+    if text is None or text.startswith(VMAMBA_PREFIX):
+        return text
+    return str(resolve_model(text))
 
 
 def _dims(text: str | None) -> list[int] | None:

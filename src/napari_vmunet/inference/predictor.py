@@ -34,16 +34,19 @@ import numpy as np
 import torch
 
 from .._threads import default_threads, torch_threads
-from .device import resolve_device
-from .preprocess import check_normalization, map_channels, normalize
-from .tiling import (
+from ..rules.intensity import PlaneInspector, inspect_intensities
+from ..rules.tiling import (
+    DEFAULT_OVERLAP,
     blend_weights,
+    check_overlap,
     check_tile_size,
     pad_to,
     padded_shape,
     tile_shape,
     tile_slices,
 )
+from .device import resolve_device
+from .preprocess import check_normalization, map_channels, normalize
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ def _layout(
     if rgb is None:
         rgb = channel_axis is None and ndim == 3 and shape[-1] in (3, 4)
         rgb = rgb and slice_axis is None
-    if rgb:
+    if rgb and channel_axis is None:  # napari's RGB layers: colour last
         channel_axis = ndim - 1
     if channel_axis is not None:
         channel_axis = _axis(channel_axis, ndim, 'channel_axis')
@@ -154,6 +157,36 @@ def _axis(axis: int, ndim: int, name: str) -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f'{name}={axis} is out of range for a {ndim}-D image')
     return axis % ndim
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """A positive number of tiles per forward pass."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f'batch size must be a whole number, got {batch_size!r}')
+    if batch_size < 1:
+        raise ValueError(
+            f'batch size must be at least 1 tile per forward pass, got {batch_size}'
+        )
+    return int(batch_size)
+
+
+def check_threshold(threshold: Any) -> float:
+    """A probability threshold strictly between 0 and 1: at 0 or 1 (or NaN)
+    every pixel would be foreground, or none."""
+    if not (_is_real(threshold) and 0.0 < threshold < 1.0):
+        raise ValueError(
+            'the threshold is the foreground probability above which a pixel '
+            f'is labelled; it must lie strictly between 0 and 1, got {threshold!r}'
+        )
+    return float(threshold)
+
+
+def _is_real(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -194,7 +227,7 @@ class Predictor:
         device: str | torch.device = 'auto',
         *,
         tile_size: int | None = None,
-        overlap: float = 0.25,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int | None = None,
         threshold: float = 0.5,
         normalization: dict | None = None,
@@ -215,11 +248,11 @@ class Predictor:
         if tile_size is None:
             tile_size = (inputs.get('tile_size') or [256])[0]
         self.tile_size = check_tile_size(tile_size)
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f'overlap must be in [0, 1), got {overlap}')
-        self.overlap = float(overlap)
-        self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.device.type, 2))
-        self.threshold = float(threshold)
+        self.overlap = check_overlap(overlap)
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH.get(self.device.type, 2)
+        self.batch_size = check_batch_size(batch_size)
+        self.threshold = check_threshold(threshold)
         self.normalization = check_normalization(
             normalization or inputs.get('normalization')
         )
@@ -317,6 +350,18 @@ class Predictor:
     ) -> Generator[Progress, None, PredictionResult]:
         start = time.perf_counter()
         layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
+        # in-memory images are checked before the run; lazy ones (dask, zarr)
+        # as their planes are read, so nothing is read twice
+        inspector = None
+        notes: list[str] = []
+        if isinstance(image, np.ndarray):
+            report = inspect_intensities(image, normalization=self.normalization)
+            report.raise_errors()
+            notes += report.warnings
+            for note in notes:
+                warnings.warn(note, UserWarning, stacklevel=3)
+        else:
+            inspector = PlaneInspector(self.normalization)
         spatial = layout.spatial_shape
         height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
         tile = tile_shape(height, width, self.tile_size)
@@ -333,7 +378,6 @@ class Predictor:
         labels_view = _slice_first(labels, layout)
         probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
 
-        notes: list[str] = []
         batch_size = self.batch_size
         weights = blend_weights(tile, self.device)
         in_flight: dict[int, _SliceState] = {}
@@ -346,6 +390,8 @@ class Predictor:
             for z, _ in batch:
                 if z not in in_flight:
                     plane = layout.plane(image, z)
+                    if inspector is not None:
+                        inspector.add(z, plane)
                     in_flight[z] = self._prepare(
                         plane, layout.rgb, channel_map, ph, pw, len(windows)
                     )
@@ -378,6 +424,12 @@ class Predictor:
                 self._write(p, labels_view, probs_view, z)
                 slices_done += 1
             yield Progress(done, total, slices_done, n_slices)
+        if inspector is not None:
+            report = inspector.report()
+            report.raise_errors()
+            notes += report.warnings
+            for note in report.warnings:
+                warnings.warn(note, UserWarning, stacklevel=3)
         return PredictionResult(
             labels=labels,
             probabilities=probs,

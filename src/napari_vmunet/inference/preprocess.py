@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..rules.intensity import complex_message
+
 DEFAULT_NORMALIZATION: dict = {'mode': 'minmax'}
 MODES = ('minmax', 'window', 'percentile', 'none')
 
@@ -93,13 +95,26 @@ def _is_number(value) -> bool:
     )
 
 
-def finite(x: np.ndarray) -> np.ndarray:
-    """``x`` as float32 with NaN/Inf replaced by the finite extremes.
+def _work_dtype(x: np.ndarray) -> type:
+    """float64 for 8-byte inputs (float64 values beyond float32's range, or
+    64-bit integers, would become inf or lose their differences), float32
+    otherwise."""
+    return np.float64 if x.dtype.itemsize >= 8 else np.float32
+
+
+def finite(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """``x`` as ``dtype`` with NaN/Inf replaced by the finite extremes.
 
     A scanner's NaN padding or a division by zero upstream must not turn the
-    whole prediction into NaN; with no finite value at all the image is 0.
+    whole prediction into NaN; with no finite value at all the slice is 0
+    (whole images without any finite value are refused before a run, see
+    :mod:`napari_vmunet.rules.intensity`).  Complex values are refused: their
+    imaginary part would be dropped without a word.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        raise ValueError(complex_message('the image', x.dtype))
+    x = x.astype(dtype, copy=False)
     bad = ~np.isfinite(x)
     if not bad.any():
         return x
@@ -118,14 +133,24 @@ def normalize(image: np.ndarray, spec: dict | None = None) -> np.ndarray:
     """Normalise one 2-D image (any channel layout) as ``spec`` says.
 
     Returns float32.  A constant image maps to the bottom of the range
-    rather than NaN (the original divides by zero there).
+    rather than NaN (the original divides by zero there).  The arithmetic
+    runs in float64 for float64 input, so values beyond float32's range
+    are scaled, not turned into a constant image.
     """
     spec = check_normalization(spec)
-    x = finite(image)
+    image = np.asarray(image)
+    x = finite(image, _work_dtype(image))
     out_lo, out_hi = (float(v) for v in spec['range'])
     mode = spec['mode']
     if mode == 'none':
-        return x
+        y = x.astype(np.float32)
+        if not np.isfinite(y).all():
+            raise ValueError(
+                'the image has values beyond the float32 range, which the '
+                'network cannot take as they are (normalisation "none"); use '
+                'minmax or percentile normalisation'
+            )
+        return y
     if mode == 'minmax':
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     elif mode == 'percentile':
@@ -133,9 +158,9 @@ def normalize(image: np.ndarray, spec: dict | None = None) -> np.ndarray:
     else:
         lo, hi = float(spec['low']), float(spec['high'])
     if hi <= lo:
-        return np.full_like(x, out_lo)
+        return np.full(x.shape, out_lo, dtype=np.float32)
     scale = (out_hi - out_lo) / (hi - lo)
-    y = (x - lo) * scale + out_lo
+    y = ((x - lo) * scale + out_lo).astype(np.float32, copy=False)
     if mode != 'minmax':
         np.clip(y, out_lo, out_hi, out=y)
     return y

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..rules.tiling import check_tile
+
 #: values a preset supplies for fields left ``None``
 PRESETS: dict[str, dict[str, Any]] = {
     'finetune': {
@@ -47,12 +49,41 @@ PRESETS: dict[str, dict[str, Any]] = {
         'min_steps_per_epoch': 1,
     },
 }
-DEFAULT_TILE = 256
 #: the patch embedding learns as if inputs were 0-1 instead of 0-255
 INPUT_SCALE = 1 / 255
-TILE_MULTIPLE = 32
 #: ``init`` prefix for ImageNet VMamba-S weights
 VMAMBA_PREFIX = 'vmamba:'
+#: the settings that define a run; a resume keeps them (see
+#: ``TrainConfig.recipe`` and ``Trainer``), only ``epochs`` may change
+RECIPE_FIELDS = (
+    'preset',
+    'init',
+    'num_classes',
+    'class_names',
+    'input_channels',
+    'dims',
+    'depths',
+    'depths_decoder',
+    'd_state',
+    'drop_path_rate',
+    'epochs',
+    'lr',
+    'weight_decay',
+    'betas',
+    'eps',
+    'batch_size',
+    't_max',
+    'eta_min',
+    'min_steps_per_epoch',
+    'steps_per_epoch',
+    'input_scale',
+    'freeze_encoder',
+    'tile_size',
+    'normalization',
+    'augment',
+    'val_fraction',
+    'seed',
+)
 
 
 @dataclass
@@ -141,11 +172,22 @@ class TrainConfig:
     command: str | None = None
     training_data: str | None = None
     notes: str | None = None
+    # replace an earlier run's checkpoints at ``output`` (without resuming)
+    overwrite: bool = False
+    #: recipe fields the caller set (the rest came from defaults or the
+    #: preset); computed when left None
+    explicit: frozenset | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(
                 f'unknown preset {self.preset!r}; use one of {", ".join(PRESETS)}'
+            )
+        if self.explicit is None:
+            self.explicit = frozenset(
+                f.name
+                for f in dataclasses.fields(self)
+                if f.name in RECIPE_FIELDS and getattr(self, f.name) != f.default
             )
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
@@ -236,8 +278,59 @@ class TrainConfig:
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (validated again); changed recipe fields
+        count as set by the caller."""
+        given = self.explicit | (set(changes) & set(RECIPE_FIELDS))
+        return dataclasses.replace(self, **changes, explicit=frozenset(given))
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that define a run (:data:`RECIPE_FIELDS`), as plain
+        values: saved with the resumable checkpoint, so that a resume goes on
+        with the same recipe."""
+        out = {}
+        for key in RECIPE_FIELDS:
+            value = getattr(self, key)
+            if key == 't_max' and 't_max' not in self.explicit:
+                value = None  # follows the number of epochs
+            elif key == 'normalization' and value is not None:
+                from ..checkpoint import parse_normalization
+
+                value = parse_normalization(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        return out
+
+    def check_output(self) -> None:
+        """Refuse to lose files, before any work: the starting model is never
+        written over, and an earlier run's checkpoints at ``output`` are only
+        replaced by resuming it or with ``overwrite``.  Raises
+        :class:`OutputExistsError` (an ``OSError``) or ``ValueError``, and
+        ``PermissionError`` when the folder cannot be written."""
+        if self.output is None:
+            return
+        from .._files import check_writable_folder
+
+        outputs = [self.output, last_path(self.output)]
+        if self.init and not self.init.startswith(VMAMBA_PREFIX):
+            init = Path(self.init).expanduser()
+            for out in outputs:
+                if _same_file(init, out):
+                    raise ValueError(
+                        f'the output {out} is the starting model itself (init); '
+                        'training would replace the model it starts from: '
+                        'choose another output file'
+                    )
+        if not self.resume and not self.overwrite:
+            existing = [p for p in outputs if p.exists()]
+            if existing:
+                raise OutputExistsError(
+                    f'{", ".join(map(str, existing))} exist(s) from an earlier '
+                    'run; resume that run (--resume), choose another output, or '
+                    'replace it (--overwrite)',
+                    existing,
+                )
+        check_writable_folder(self.output.parent, 'checkpoints')
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings), e.g. for logs."""
@@ -246,27 +339,29 @@ class TrainConfig:
         return out
 
 
+class OutputExistsError(FileExistsError):
+    """A training would replace an earlier run's checkpoints."""
+
+    def __init__(self, message: str, paths: Sequence[Path] = ()):
+        super().__init__(message)
+        self.paths = list(paths)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.paths))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def last_path(output: str | Path) -> Path:
     """The resumable checkpoint that goes with ``output``:
     ``model.safetensors`` -> ``model.last.safetensors``."""
     output = Path(output)
     return output.with_name(f'{output.stem}.last{output.suffix}')
-
-
-def check_tile(tile: Any) -> int:
-    """A training tile edge: a positive multiple of 32 (VM-UNet halves the
-    size five times)."""
-    if (
-        isinstance(tile, bool)
-        or not isinstance(tile, int)
-        or tile < TILE_MULTIPLE
-        or tile % TILE_MULTIPLE
-    ):
-        raise ValueError(
-            f'tile size must be a multiple of {TILE_MULTIPLE} (VM-UNet halves '
-            f'the size five times), e.g. 256; got {tile!r}'
-        )
-    return tile
 
 
 def _positive_int(value: Any, name: str) -> None:

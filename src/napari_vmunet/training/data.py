@@ -34,7 +34,8 @@ import torch
 
 from ..inference.predictor import _layout, _slice_pos
 from ..inference.preprocess import map_channels, normalize
-from ..inference.tiling import pad_to
+from ..rules.intensity import UnusableImageError, inspect_intensities
+from ..rules.tiling import pad_to
 from .augment import AugmentConfig, random_tile
 
 
@@ -239,8 +240,8 @@ def prepare_samples(
     """
     samples = []
     for s in slices:
-        x = normalize(s.image, normalization)
         try:
+            x = normalize(s.image, normalization)
             x = map_channels(x, input_channels, s.channel_map, rgb=s.rgb)
         except ValueError as err:
             raise ValueError(f'{s.source}: {err}') from None
@@ -253,6 +254,40 @@ def prepare_samples(
             )
         )
     return samples
+
+
+def inspect_slices(
+    slices: Sequence[AnnotatedSlice], normalization: dict | None
+) -> list[str]:
+    """Refuse slices a network cannot learn from (complex, no finite value);
+    return warnings about the others (NaN/inf pixels, outliers that ruin
+    min-max normalisation), one per kind, naming the slices."""
+    found: dict[str, list[str]] = {}
+    for s in slices:
+        report = inspect_intensities(s.image, normalization=normalization, name='it')
+        if report.nonfinite_fraction == 1.0 or any(
+            'complex' in e for e in report.errors
+        ):
+            raise UnusableImageError(f'{s.source}: {" ".join(report.errors)}')
+        if report.nonfinite_fraction > 0:
+            found.setdefault('nan', []).append(s.source)
+        if report.outliers and any('min-max' in w for w in report.warnings):
+            found.setdefault('outliers', []).append(s.source)
+    notes = []
+    if 'nan' in found:
+        notes.append(
+            f'{_short(found["nan"])}: some pixels are NaN or infinite; they train '
+            'as the darkest/brightest finite value. Mask or crop them if they '
+            'mark missing data.'
+        )
+    if 'outliers' in found:
+        notes.append(
+            f'{_short(found["outliers"])}: a few pixels lie far outside the '
+            'rest, so per-image min-max normalisation squeezes the image into a '
+            'small part of the input range; train with percentile normalisation '
+            '(normalization "percentile") or clip the outliers.'
+        )
+    return notes
 
 
 def _targets(s: AnnotatedSlice, num_classes: int, names: Sequence[str] | None):

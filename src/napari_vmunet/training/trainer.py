@@ -48,8 +48,9 @@ from ..checkpoint._state import describe_architecture
 from ..inference.device import resolve_device
 from ..inference.preprocess import check_normalization
 from ..model import VMUNet
+from ..rules.tiling import DEFAULT_TILE, check_tile
 from .augment import AugmentConfig
-from .config import TrainConfig, check_tile, last_path
+from .config import TrainConfig, last_path
 from .data import (
     AnnotatedSlice,
     Sample,
@@ -57,6 +58,7 @@ from .data import (
     TrainingPair,
     data_channels,
     extract_slices,
+    inspect_slices,
     prepare_samples,
     split_validation,
     tiles_to_cover,
@@ -64,23 +66,12 @@ from .data import (
 from .events import EpochEnd, Event, Finished, Saved, Started, Step
 from .initialize import InitialModel, initial_model
 from .losses import make_loss
+from .resume import CosineFactor, resumed_config, schedule_follows_epochs
 from .validation import Validation, evaluate
 
 #: a ``threading``/``multiprocessing`` Event, a callable, or None
 StopRequest = Any
 Data = Sequence[TrainingPair | AnnotatedSlice]
-
-
-class CosineFactor:
-    """``CosineAnnealingLR``'s closed form as a ``LambdaLR`` factor (a
-    class, not a lambda, so the scheduler's state can be saved)."""
-
-    def __init__(self, lr: float, eta_min: float, t_max: int):
-        self.lr, self.eta_min, self.t_max = lr, eta_min, t_max
-
-    def __call__(self, epoch: int) -> float:
-        cos = (1 + math.cos(math.pi * epoch / self.t_max)) / 2
-        return (self.eta_min + (self.lr - self.eta_min) * cos) / self.lr
 
 
 def _stem_weight(model: nn.Module) -> nn.Parameter | None:
@@ -136,22 +127,30 @@ class Trainer:
     is_main_process: bool = True
 
     def __init__(self, config: TrainConfig, data: Data, val_data: Data | None = None):
-        self.config = config
-        self.device = resolve_device(config.device)
+        config.check_output()
         self.error: BaseException | None = None
         self._resume_checkpoint = None
         self._resumed = False
         self._dirty = False
+        self.config = config
+        state = self._resume_state() if config.resume else None
+        adopted: dict = {}
+        if state is not None:
+            config, adopted = resumed_config(config, state.get('recipe'))
+            self.config = config
+        self.device = resolve_device(config.device)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
         slices = extract_slices(data)
         val_slices = extract_slices(val_data) if val_data is not None else []
-        state = self._resume_state() if config.resume else None
         init = self.build_model(data_channels([*slices, *val_slices]))
         self.model: nn.Module = init.model
         self.initialized_from = init.description
         self.notes = list(init.notes)
+        if adopted:
+            shown = ', '.join(f'{k}={v}' for k, v in adopted.items())
+            self.notes.append(f"resumed with the run's own settings: {shown}")
         self._setup_meta(init)
         if config.freeze_encoder:
             self.notes.append(self._freeze_encoder(init))
@@ -400,7 +399,10 @@ class Trainer:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         out = self.net(x)
-        loss = self.loss_fn(out, y)
+        # a diverged network outputs NaN: say so before the loss chokes on it
+        # (BCE refuses probabilities outside [0, 1] with a cryptic message)
+        finite = bool(torch.isfinite(out).all())
+        loss = self.loss_fn(out, y) if finite else out.new_tensor(math.nan)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f'the loss became {float(loss)} in epoch {epoch}; training '
@@ -571,6 +573,7 @@ class Trainer:
             'batch_size': self.batch_size,
             'tile_size': self.tile,
             'freeze_encoder': self.config.freeze_encoder,
+            'recipe': self.config.recipe(),
         }
 
     # ------------------------------------------------------------------
@@ -634,6 +637,11 @@ class Trainer:
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         self.epoch = int(state['epoch'])
+        planned = int(state.get('total_epochs', self.config.epochs))
+        if planned != self.config.epochs and schedule_follows_epochs(
+            state.get('recipe'), self.config
+        ):
+            self._replan_schedule(planned)
         self.step_in_epoch = int(state.get('step', 0))
         self._loss_sum = float(state.get('loss_sum', 0.0))
         self._loss_n = int(state.get('loss_n', 0))
@@ -653,6 +661,20 @@ class Trainer:
                 'comparable'
             )
         self._resumed = True
+
+    def _replan_schedule(self, planned: int) -> None:
+        """A resume with another number of epochs: the learning rate goes
+        on from its current value down to ``eta_min`` at the new end."""
+        total = self.config.epochs
+        for factor in self.scheduler.lr_lambdas:
+            factor.replan(self.epoch, total)
+        if self.epoch < total:
+            lr = self.optimizer.param_groups[0]['lr']
+            self.notes.append(
+                f'epochs changed from {planned} to {total} on resume: the '
+                f'learning rate goes on from {lr:.3g} down to '
+                f'{self.config.eta_min:g} over epochs {self.epoch + 1}-{total}'
+            )
 
     def _setup_meta(self, init: InitialModel) -> None:
         """Classes, normalisation, tile size: config, else the checkpoint's."""
@@ -676,7 +698,11 @@ class Trainer:
             norm = meta['input']['normalization']
         else:
             norm = {'mode': 'minmax'}
-        tile = c.tile_size or (meta['input']['tile_size'][0] if meta else None) or 256
+        tile = (
+            c.tile_size
+            or (meta['input']['tile_size'][0] if meta else None)
+            or DEFAULT_TILE
+        )
         self.tile = check_tile(int(tile))
         if not isinstance(self.model, VMUNet):
             # another network (benchmarks compare one under this recipe):
@@ -707,8 +733,12 @@ class Trainer:
     def prepare(self, data: Data) -> list[Sample]:
         """Pairs (or extracted slices) as this run's model sees them: same
         normalisation, channels and targets -- e.g. for a separate test set."""
+        slices = extract_slices(data)
+        for note in inspect_slices(slices, self.normalization):
+            if note not in self.notes:
+                self.notes.append(note)
         return prepare_samples(
-            extract_slices(data),
+            slices,
             num_classes=self.num_classes,
             input_channels=self.input_channels,
             normalization=self.normalization,

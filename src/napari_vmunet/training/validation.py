@@ -18,12 +18,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from ..inference.tiling import pad_to
+from ..rules.tiling import BLEND_SIGMA, DEFAULT_OVERLAP, pad_to
 from .data import Sample
 from .losses import DiceScore, loss_on_probabilities, mean_dice
-
-#: the predictor's default tile overlap
-OVERLAP = 0.25
 
 
 @dataclass
@@ -96,8 +93,8 @@ def predict_probabilities(
         roi_size=(tile, tile),
         sw_batch_size=batch_size,
         predictor=forward,
-        overlap=OVERLAP,
+        overlap=DEFAULT_OVERLAP,
         mode='gaussian',
-        sigma_scale=0.125,
+        sigma_scale=BLEND_SIGMA,
     )
     return probs[..., :h, :w]

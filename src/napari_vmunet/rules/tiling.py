@@ -1,0 +1,125 @@
+"""Tiles: their size rules, the sliding windows and their blending weights.
+
+The one home of every tiling rule (MONAI's conventions for the windows):
+
+* a tile edge is a multiple of :data:`TILE_MULTIPLE` (VM-UNet halves the
+  size five times: ``VMUNet.size_multiple``), at most :data:`MAX_TILE`;
+* :data:`DEFAULT_TILE` is the original's ISIC training size;
+* neighbouring tiles overlap by :data:`DEFAULT_OVERLAP` and are blended with
+  a Gaussian importance map of sigma :data:`BLEND_SIGMA` x the tile, so
+  there are no seams and the cost grows linearly with the image area (by
+  ``1 / (1 - overlap)^2`` more than the area itself for large images);
+* images smaller than a tile are mirror-padded up to one tile;
+* a tile size of 0 means one window over the whole image (padded to a
+  multiple of 32): VM-UNet takes any such size, and its cost is then
+  exactly linear in the area.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.utils import compute_importance_map, dense_patch_slices
+
+from ..model.vmunet import VMUNet
+
+TILE_MULTIPLE: int = VMUNet.size_multiple
+DEFAULT_TILE = 256
+#: 4096^2 is already 16 M pixels per tile; larger values in a file or an
+#: option are mistakes (or an attempt to exhaust memory)
+MAX_TILE = 4096
+DEFAULT_OVERLAP = 0.25
+BLEND_SIGMA = 0.125
+
+
+def check_tile(tile: Any, *, allow_whole: bool = False, what: str = 'tile size') -> int:
+    """A tile edge: a positive multiple of 32 up to :data:`MAX_TILE` (or 0
+    for whole-image windows when ``allow_whole``); ``ValueError`` otherwise."""
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise ValueError(f'{what} must be a whole number, e.g. 256; got {tile!r}')
+    tile = int(tile)
+    if allow_whole and tile == 0:
+        return 0
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE or tile > MAX_TILE:
+        whole = ' (or 0 for the whole image at once)' if allow_whole else ''
+        raise ValueError(
+            f'{what} must be a multiple of {TILE_MULTIPLE} (VM-UNet halves '
+            f'the size five times) between {TILE_MULTIPLE} and {MAX_TILE}'
+            f'{whole}, e.g. 256; got {tile}'
+        )
+    return tile
+
+
+def check_tile_size(tile: Any) -> int:
+    """An inference window: a tile edge, or 0 for whole-image windows."""
+    return check_tile(tile, allow_whole=True)
+
+
+def check_overlap(overlap: Any) -> float:
+    """A tile overlap: a fraction in [0, 1)."""
+    ok = isinstance(overlap, (int, float, np.integer, np.floating)) and not isinstance(
+        overlap, bool
+    )
+    if not (ok and np.isfinite(overlap) and 0.0 <= overlap < 1.0):
+        raise ValueError(
+            f'overlap must be a fraction in [0, 1), e.g. 0.25; got {overlap!r}'
+        )
+    return float(overlap)
+
+
+Tile = tuple[int, int]
+
+
+def tile_shape(
+    height: int, width: int, tile: int, multiple: int = TILE_MULTIPLE
+) -> Tile:
+    """The window for an image: ``tile x tile``, or with ``tile == 0`` the
+    whole image rounded up to ``multiple`` (one window, no blending)."""
+    if tile == 0:
+        return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+    return (tile, tile)
+
+
+def padded_shape(height: int, width: int, tile: Tile) -> tuple[int, int]:
+    """An image is padded (bottom/right) to at least one window per side."""
+    return max(height, tile[0]), max(width, tile[1])
+
+
+def tile_slices(
+    height: int, width: int, tile: Tile, overlap: float
+) -> list[tuple[slice, slice]]:
+    """Windows covering a (padded) ``height x width`` image."""
+    overlap = check_overlap(overlap)
+    interval = tuple(
+        size if size == t else max(1, int(t * (1 - overlap)))
+        for size, t in zip((height, width), tile, strict=True)
+    )
+    return dense_patch_slices((height, width), tile, interval)
+
+
+@functools.lru_cache(maxsize=8)
+def _weights(tile: Tile, device: str) -> torch.Tensor:
+    return compute_importance_map(
+        tile, mode='gaussian', sigma_scale=BLEND_SIGMA, device=device
+    )
+
+
+def blend_weights(tile: Tile, device: torch.device | str = 'cpu') -> torch.Tensor:
+    """Gaussian weights of a window, strictly positive everywhere."""
+    return _weights(tuple(int(t) for t in tile), str(device))
+
+
+def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Mirror-pad a ``(C, H, W)`` image at the bottom/right to ``height x width``.
+
+    Mirroring keeps texture statistics at the border (zero padding would look
+    like a dark object to the network); 'symmetric' also copes with images a
+    single pixel wide.
+    """
+    ph, pw = height - image.shape[-2], width - image.shape[-1]
+    if ph == 0 and pw == 0:
+        return image
+    return np.pad(image, ((0, 0), (0, ph), (0, pw)), mode='symmetric')
