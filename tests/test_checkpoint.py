@@ -1127,6 +1127,7 @@ def test_a_kill_at_any_step_of_a_save_leaves_a_resumable_pair(tmp_path):
     # how many steps a save has (2 writes, 2 fsyncs, 2 renames, dir fsyncs)
     steps = _save_killed_at(tmp_path / 'probe.safetensors', new, {'epoch': 2}, 0)
     assert steps >= 6
+    outcomes = []
     for step in range(1, steps + 1):
         save_checkpoint(old, path, training_state={'epoch': 1})
         assert _save_killed_at(path, new, {'epoch': 2}, step) == -1  # it died
@@ -1136,9 +1137,11 @@ def test_a_kill_at_any_step_of_a_save_leaves_a_resumable_pair(tmp_path):
         weights = ckpt.model.state_dict()[probe]
         if torch.equal(weights, old.state_dict()[probe]):
             assert ckpt.training_state == {'epoch': 1}, step  # all old
+            outcomes.append('old')
         else:
             assert torch.equal(weights, new.state_dict()[probe]), step
             assert ckpt.training_state == {'epoch': 2}, step  # all new
+            outcomes.append('new')
         # the next save tidies up whatever the kill left behind
         save_checkpoint(new, path, training_state={'epoch': 3})
         hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith('.')]
@@ -1146,6 +1149,11 @@ def test_a_kill_at_any_step_of_a_save_leaves_a_resumable_pair(tmp_path):
         assert load_checkpoint(path).training_state == {'epoch': 3}
         for p in tmp_path.iterdir():
             p.unlink()
+    # kills before the weights' rename keep the old pair, later ones the new
+    assert outcomes == sorted(outcomes, reverse=True) and set(outcomes) == {
+        'old',
+        'new',
+    }, outcomes
 
 
 def test_an_interrupted_save_is_read_from_its_temporary_sidecar(tmp_path):

@@ -114,6 +114,27 @@ def test_stop_then_resume_continues_from_the_saved_epoch(docks, qtbot):
     qtbot.waitUntil(lambda: len(events_of(train, 'Finished')) == 2, timeout=30_000)
 
 
+def test_a_new_run_asks_before_replacing_an_earlier_one(docks, qtbot, tmp_path):
+    _, train, _, _ = docks
+    train.epochs.setValue(1)
+    train.start()
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Finished')), timeout=120_000)
+    out = tmp_path / 'tuned.safetensors'
+    before = out.read_bytes()
+    asked = []
+    train.confirm_overwrite = lambda paths: asked.append(paths) or False
+    train.start()
+    assert asked and out in asked[0]
+    assert train.process.finished is not None  # nothing new started
+    assert out.read_bytes() == before
+    assert 'earlier run is kept' in train.status.text()
+    train.confirm_overwrite = lambda paths: True
+    train.start()  # a new run: the dock's history starts afresh
+    qtbot.waitUntil(lambda: bool(events_of(train, 'Finished')), timeout=120_000)
+    assert events_of(train, 'Finished')[-1].reason == 'completed'
+    assert out.read_bytes() != before
+
+
 def test_a_killed_training_process_is_reported_and_napari_lives_on(docks, qtbot):
     viewer, train, _, _ = docks
     train.epochs.setValue(50)

@@ -459,6 +459,13 @@ class TrainingWidget(QWidget):
             output += '.safetensors'
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         names = [n.strip() for n in self.class_names.text().split(',') if n.strip()]
+        # every setting shown in the dock is the user's choice: a resume
+        # with other values is refused instead of silently replaced
+        given = {'preset', 'init', 'epochs', 'lr', 'batch_size', 'val_fraction'}
+        given |= {'freeze_encoder', *extra}
+        given |= {'tile_size'} if self.tile_size.value() else set()
+        given |= {'num_classes'} if self.num_classes.value() else set()
+        given |= {'class_names'} if names else set()
         return TrainConfig(
             output=output,
             preset=self.preset.currentData(),
@@ -479,6 +486,7 @@ class TrainingWidget(QWidget):
                 if p is not None
             ),
             command='napari dock',
+            explicit=frozenset(given),
             **extra,
         )
 
@@ -487,10 +495,18 @@ class TrainingWidget(QWidget):
         """Copy the data and start training in a separate process."""
         if self.running:
             return
+        from ..training.config import OutputExistsError
         from ..training.process import TrainingProcess
 
         try:
             config = self.config(resume=resume)
+            try:
+                config.check_output()
+            except OutputExistsError as err:
+                if not self.confirm_overwrite(err.paths):
+                    self._say('Not started: the earlier run is kept.')
+                    return
+                config = config.replace(overwrite=True)
             pairs = self.training_pairs()
             process = TrainingProcess(config, pairs)
         except (ValueError, OSError) as err:
@@ -515,6 +531,22 @@ class TrainingWidget(QWidget):
         worker.finished.connect(self._start_done)
         self._start_worker = worker
         worker.start()
+
+    def confirm_overwrite(self, paths: list) -> bool:
+        """Ask before a new run replaces an earlier run's checkpoints."""
+        from qtpy.QtWidgets import QMessageBox
+
+        names = '\n'.join(str(p) for p in paths)
+        answer = QMessageBox.question(
+            self,
+            'Replace the earlier run?',
+            f'These checkpoints exist from an earlier run:\n{names}\n\n'
+            'Replace them with a new run? (Resume continues the earlier run '
+            'instead.)',
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     @property
     def running(self) -> bool:
