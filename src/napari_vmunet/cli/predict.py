@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help='image channel feeding each model channel, e.g. 0,1,1',
     )
+    p.add_argument(
+        '--normalization',
+        metavar='MODE',
+        help="override the checkpoint's input normalisation: minmax, "
+        'percentile[:LOW,HIGH] (robust to outliers) or window:LOW,HIGH',
+    )
     p.add_argument('--tile-size', type=int, default=None)
     p.add_argument('--overlap', type=float, default=0.25)
     p.add_argument('--batch-size', type=int, default=None)
@@ -143,6 +149,16 @@ def run(args: argparse.Namespace) -> int:
     check_plan(plan, args.overwrite)
     slice_spec = parse_slice_axis(args.slice_axis)
     channel_map = parse_channel_map(args.channel_map)
+    if args.normalization is not None:
+        from ..checkpoint import parse_normalization
+        from ..inference import check_normalization
+
+        try:
+            args.normalization = check_normalization(
+                parse_normalization(args.normalization)
+            )
+        except ValueError as err:
+            raise UserError(f'--normalization: {err}') from None
     folder = output.parent if len(files) == 1 and names_a_file(output) else output
     check_writable_folder(folder, 'predictions')
     for note in _notes(skipped, renamed):
@@ -186,6 +202,7 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         threshold=args.threshold,
+        normalization=args.normalization,
     )
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []
