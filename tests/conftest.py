@@ -7,6 +7,16 @@ from pathlib import Path
 
 import pytest
 
+# triton (when installed) must be loaded before any napari viewer draws: its
+# LLVM clashes with Mesa's once a GL context exists, and torch imports it
+# lazily (e.g. creating an optimizer imports torch._dynamo, which imports
+# triton).  Loaded here, at session start, later imports find it ready.
+# napari itself never creates optimizers: training runs in its own process.
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _no_worker_outlives_its_test(request):

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
+import napari_vmunet
 from napari_vmunet import io
+from napari_vmunet._layer_data import layer_kwargs
 from napari_vmunet.io import ImageData, ImageIOError
 
-DATA = Path(io.__file__).parent / 'data'
+DATA = Path(napari_vmunet.__file__).parent / 'data'
 
 # voxel (i, j, k) -> RAS mm; oblique with shear, flipped (LAS) and scaled
 OBLIQUE = np.array(
@@ -89,7 +91,7 @@ def test_nifti_axes_reversed_and_world_consistent(tmp_path, affine):
     )
     np.testing.assert_allclose(image.translate, affine[:3, 3][::-1])
 
-    kwargs = image.layer_kwargs()
+    kwargs = layer_kwargs(image)
     assert 'translate' not in kwargs  # oblique/flipped: everything in the affine
     np.testing.assert_allclose(
         kwargs['affine'] @ np.diag([*kwargs['scale'], 1.0]), image.affine, atol=1e-12
@@ -244,7 +246,7 @@ def test_ome_tiff_sizes_are_converted_to_microns(tmp_path):
 
     assert (image.axes, image.data.shape) == ('CZYX', (2, 5, 16, 16))
     np.testing.assert_allclose(image.scale, (1.5, 0.25, 0.25))
-    assert image.layer_kwargs()['channel_axis'] == 0
+    assert layer_kwargs(image)['channel_axis'] == 0
 
 
 def test_imagej_units_and_rgb(tmp_path):
@@ -252,7 +254,7 @@ def test_imagej_units_and_rgb(tmp_path):
     tifffile.imwrite(tmp_path / 'rgb.tif', rgb, photometric='rgb')
     image = io.read_image(tmp_path / 'rgb.tif')
     assert (image.axes, image.rgb) == ('YXC', True)
-    assert image.layer_kwargs()['rgb'] is True
+    assert layer_kwargs(image)['rgb'] is True
 
     tifffile.imwrite(
         tmp_path / 'nm.tif',

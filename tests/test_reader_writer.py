@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import tifffile
 
+import napari_vmunet
 from napari_vmunet import io
 from napari_vmunet._reader import napari_get_reader
 from napari_vmunet._writer import layer_geometry
 
 PLUGIN = 'napari-vmunet'
-DATA = Path(io.__file__).parent / 'data'
+DATA = Path(napari_vmunet.__file__).parent / 'data'
 ANISO = np.array(
     [
         [0.5, 0.0, 0.0, -20.0],

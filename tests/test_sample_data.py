@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import napari_vmunet
 from napari_vmunet import io
 from napari_vmunet._sample_data import make_brain, make_nuclei
 
-DATA = Path(io.__file__).parent / 'data'
+DATA = Path(napari_vmunet.__file__).parent / 'data'
 SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'make_sample_data.py'
 SHIPPED = [
     'brain_t1.nii.gz',

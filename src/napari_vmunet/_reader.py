@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._layer_data import layer_kwargs
 from .io import ImageData, read_image
 
 LayerData = tuple[Any, dict, str]
@@ -49,7 +50,7 @@ def image_layer_data(image: ImageData, name: str | None = None) -> list[LayerDat
     """One image layer tuple; a 4D NIfTI's 4th axis becomes a slider (it may
     be time), a TIFF's channels become one layer each."""
     split = image.meta.get('format') != 'nifti'
-    kwargs = image.layer_kwargs(split_channels=split)
+    kwargs = layer_kwargs(image, split_channels=split)
     kwargs['name'] = name or _layer_name(image.source)
     data = image.data
     if image.rgb and image.channel_axis != data.ndim - 1:

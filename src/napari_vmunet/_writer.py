@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._layer_data import METADATA_KEY
 from .io import ImageData, ImageIOError, write_image, write_labels
 
 _UNITS = {'millimeter': 'mm', 'micrometer': 'µm', 'meter': 'm'}
@@ -38,7 +39,7 @@ def napari_write_image(path: str, data: Any, attributes: dict) -> list[str]:
 def layer_geometry(data: np.ndarray, attributes: dict) -> ImageData:
     """The reference geometry for writing ``data``: the source image stored
     in the layer metadata if its shape still fits, else the layer transform."""
-    stored = (attributes.get('metadata') or {}).get('napari_vmunet')
+    stored = (attributes.get('metadata') or {}).get(METADATA_KEY)
     if stored:
         like = ImageData.from_metadata(stored)
         if data.shape in (like.spatial_shape, tuple(like.data.shape)):
