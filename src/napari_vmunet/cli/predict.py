@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import UserError
+from ._objects import add_object_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='replace output files that exist already (inputs are never overwritten)',
     )
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bar')
+    add_object_options(p, predict=True)
     p.set_defaults(func=run)
 
 
@@ -161,9 +163,29 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f'--normalization: {err}') from None
     folder = output.parent if len(files) == 1 and names_a_file(output) else output
     check_writable_folder(folder, 'predictions')
+    _check_objects(args, plan)
     for note in _notes(skipped, renamed):
         print(f'note: {note}', file=sys.stderr)
     return _predict_all(args, plan, slice_spec, channel_map)
+
+
+def _check_objects(args: argparse.Namespace, plan) -> None:
+    """``--objects`` / ``--measure``: options and the table's file checked
+    with the rest, before the model is loaded."""
+    from ._objects import check_object_options, check_output_file
+
+    args.min_size_parsed = check_object_options(args)
+    if args.measure is None:
+        return
+    if _rank()[1] > 1:
+        raise UserError(
+            '--measure writes one table, which ranks of torchrun cannot share: '
+            'predict without torchrun, or run `napari-vmunet measure` on the '
+            'outputs'
+        )
+    outputs = [o for p in plan for o in p.outputs]
+    sources = [p.source for p in plan]
+    args.measure = check_output_file(args.measure, sources + outputs, args.overwrite)
 
 
 def _notes(skipped: list[Path], renamed: list[str]) -> list[str]:
@@ -206,6 +228,7 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
     )
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []
+    tables: list = []
     for item in mine:
         path = item.source
         try:
@@ -228,13 +251,16 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
                 slice_axis=_slice_axis(slice_spec, image.axes, path.name),
                 rgb=image.rgb,
                 channel_map=channel_map,
-                return_probabilities=args.probabilities,
+                return_probabilities=args.probabilities or _needs_probabilities(args),
                 progress=show,
             )
             bar.close()
-            write_labels(item.labels, result.labels, like=image)
+            labels, table = _objects(args, image, result)
+            write_labels(item.labels, labels, like=image)
             written = [item.labels]
-            if result.probabilities is not None:
+            if table is not None:
+                tables.append((path.name, table))
+            if item.probabilities is not None:
                 probs = result.probabilities
                 axes = image.axes.replace('C', '')
                 if probs.ndim > result.labels.ndim:
@@ -260,7 +286,45 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
                 f'{prefix}FAILED {path}: {printable(" ".join(str(err).split()))}',
                 file=sys.stderr,
             )
+    if args.measure is not None:
+        _write_table(args.measure, tables)
     if failures:
         print(f'{prefix}{len(failures)} of {len(mine)} file(s) failed', file=sys.stderr)
         return 1
     return 0
+
+
+def _needs_probabilities(args: argparse.Namespace) -> bool:
+    return args.split_touching and args.split_on == 'probability'
+
+
+def _objects(args: argparse.Namespace, image, result):
+    """The labels to write (object ids with ``--objects``) and the table
+    of this image (with ``--measure``)."""
+    from ..measure import Geometry
+    from ._objects import objects_and_table, objects_wanted, print_notes
+
+    if not (objects_wanted(args) or args.measure is not None):
+        return result.labels, None
+    labels, table = objects_and_table(
+        args,
+        result.labels,
+        Geometry.from_image(image),
+        image.data if args.measure is not None else None,
+        result.class_names,
+        channel_axis=image.channel_axis,
+        probabilities=result.probabilities,
+        min_size=args.min_size_parsed,
+        measure_it=args.measure is not None,
+    )
+    if table is not None:
+        print_notes(table.notes)
+    return labels, table
+
+
+def _write_table(path, tables: list) -> None:
+    from ._objects import combine
+
+    table = combine(tables)
+    table.to_csv(path)
+    print(f'table: {path} ({table.n_rows} rows)')
