@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,10 +13,8 @@ import pytest
 # lazily (e.g. creating an optimizer imports torch._dynamo, which imports
 # triton).  Loaded here, at session start, later imports find it ready.
 # napari itself never creates optimizers: training runs in its own process.
-try:
+with contextlib.suppress(ImportError):
     import triton  # noqa: F401
-except ImportError:
-    pass
 
 
 @pytest.fixture(autouse=True)

@@ -93,7 +93,7 @@ def device_name(device: torch.device) -> str:
 
 def diagnostics(device: str | torch.device = 'auto') -> dict:
     """What torch sees: versions, devices, free memory, the scan backend."""
-    from ..model.scan import resolve_backend
+    from ..model.scan import backend_reason
 
     info: dict = {
         'torch': torch.__version__,
@@ -110,7 +110,8 @@ def diagnostics(device: str | torch.device = 'auto') -> dict:
     info['device'] = str(dev)
     info['device_name'] = device_name(dev)
     info['free_memory_bytes'] = free_memory_bytes(dev)
-    info['scan_backend'] = resolve_backend('auto', dev)
+    # on CUDA this runs the triton scan's one-time self-check
+    info['scan_backend'], info['scan_backend_reason'] = backend_reason(dev)
     return info
 
 
@@ -123,7 +124,12 @@ def format_diagnostics(info: dict) -> str:
         f'{info["device"]} ({info["device_name"]}, {free_txt})',
         f'CUDA {"yes" if info["cuda_available"] else "no"}',
         f'MPS {"yes" if info["mps_available"] else "no"}',
-        f'scan: {info["scan_backend"]}',
+        f'scan: {info["scan_backend"]}'
+        + (
+            f' ({info["scan_backend_reason"]})'
+            if info.get('scan_backend_reason')
+            else ''
+        ),
     ]
     if 'error' in info:
         parts.append(info['error'])

@@ -3,6 +3,8 @@
 from .scan import (
     BACKENDS,
     MambaUnavailableError,
+    TritonUnavailableError,
+    backend_reason,
     mamba_available,
     resolve_backend,
     selective_scan,
@@ -16,6 +18,8 @@ __all__ = [
     'VMUNet',
     'VSSM',
     'MambaUnavailableError',
+    'TritonUnavailableError',
+    'backend_reason',
     'mamba_available',
     'resolve_backend',
     'selective_scan',

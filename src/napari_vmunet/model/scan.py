@@ -25,22 +25,40 @@ Three backends:
   O(L / block) states instead of O(L).  It only ever exponentiates
   non-positive numbers (``delta >= 0``, ``A < 0``), so it cannot overflow,
   unlike log-decay ``cumsum``/divide chunking.
+* ``"triton"`` -- our fused Triton kernels (``scan_triton.py``), forward and
+  backward, for CUDA tensors: nothing to compile or install beyond the
+  triton that PyTorch's CUDA wheels ship.  Also runs CPU tensors under
+  ``TRITON_INTERPRET=1`` (slowly; that is how the CI tests check it).
 * ``"mamba"`` -- mamba-ssm's CUDA kernel, imported lazily and only for CUDA
-  tensors (importing triton next to a Mesa GL context segfaults napari).
+  tensors.
 
-``"auto"`` picks ``mamba`` for CUDA tensors when it imports, else ``torch``.
+triton (which mamba-ssm imports too) is imported only when a CUDA tensor
+first needs it, never at napari start-up and never on CPU paths: its LLVM
+clashes with Mesa's once a napari viewer has drawn, so the import is made
+with ``RTLD_DEEPBIND`` when Mesa's LLVM is already loaded.
+
+``"auto"`` picks ``torch`` on CPUs.  On CUDA it picks ``triton`` when it
+imports and passes a one-time self-check against the torch backend on a
+tiny input (forward and gradients), ``mamba`` instead when mamba-ssm is
+installed and measured faster here, and ``torch`` otherwise, with a
+warning that says why.  :func:`backend_reason` tells the user which
+backend runs and why.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import time
+import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-Backend = Literal['auto', 'torch', 'reference', 'mamba']
-BACKENDS = ('auto', 'torch', 'reference', 'mamba')
+Backend = Literal['auto', 'torch', 'reference', 'mamba', 'triton']
+BACKENDS = ('auto', 'torch', 'reference', 'mamba', 'triton')
 
 #: Time steps per block of the blocked scan: the block's buffers
 #: (``block`` x one slab) stay in L2 cache.
@@ -49,6 +67,10 @@ DEFAULT_BLOCK = 8
 
 class MambaUnavailableError(RuntimeError):
     """Raised when the mamba-ssm CUDA kernel is requested but cannot be used."""
+
+
+class TritonUnavailableError(RuntimeError):
+    """Raised when the Triton scan is requested but cannot be used."""
 
 
 # --------------------------------------------------------------------------
@@ -471,15 +493,195 @@ def mamba_available() -> bool:
     return True
 
 
+# --------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------
+def _triton_interpreting() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+
+
+def _mesa_llvm_loaded() -> bool:
+    """Whether an LLVM-based GL driver (Mesa llvmpipe/gallium) is mapped.
+
+    Then a plain ``import triton`` would bind triton's LLVM symbols to
+    Mesa's and crash; unreadable maps count as loaded (the safe side).
+    """
+    try:
+        with open('/proc/self/maps', encoding='utf-8', errors='replace') as f:
+            maps = f.read()
+    except OSError:
+        return True
+    return 'libLLVM' in maps or 'libgallium' in maps
+
+
+def _import_triton() -> None:
+    """``import triton``, surviving a napari viewer's OpenGL context.
+
+    With Mesa's LLVM already in the process (any viewer that has drawn,
+    e.g. under Xvfb) a plain import segfaults.  Loading triton's libraries
+    with ``RTLD_DEEPBIND`` makes them resolve their own symbols first; the
+    process-wide flags are restored right after.
+    """
+    if 'triton' in sys.modules:
+        return
+    deep = getattr(os, 'RTLD_DEEPBIND', 0)
+    if not deep or not sys.platform.startswith('linux') or not _mesa_llvm_loaded():
+        import triton  # noqa: F401
+
+        return
+    old = sys.getdlopenflags()
+    sys.setdlopenflags(old | deep)
+    try:
+        import triton  # noqa: F401
+    finally:
+        sys.setdlopenflags(old)
+
+
+@functools.cache
+def load_triton_backend():
+    """Import the Triton scan module once, or explain why it cannot run."""
+    if not torch.cuda.is_available() and not _triton_interpreting():
+        raise TritonUnavailableError(
+            'the triton scan needs a CUDA GPU; none is available (use '
+            'backend="torch", or set TRITON_INTERPRET=1 before the first scan '
+            'to run it slowly on the CPU for testing)'
+        )
+    try:
+        _import_triton()
+        from . import scan_triton
+    except Exception as err:  # ImportError, or a triton that does not fit torch
+        raise TritonUnavailableError(
+            f'triton is not usable here ({type(err).__name__}: {err}). It ships '
+            'with the CUDA builds of PyTorch on Linux (`pip install triton`; '
+            '`triton-windows` on Windows); or use backend="torch".'
+        ) from err
+    return scan_triton
+
+
+def triton_self_check(device: torch.device | str) -> str | None:
+    """Run the Triton scan on a tiny input on ``device`` against the torch
+    backend, forward and every gradient.
+
+    Returns ``None`` when it agrees (normalised error <= 1e-4), else why
+    not.  A GPU or driver that Triton cannot compile for fails here with
+    its own message instead of in the middle of a user's prediction.
+    """
+    device = torch.device(device)
+    try:
+        load_triton_backend()
+        g = torch.Generator().manual_seed(0)
+        batch, dim, groups, length, nstate = 2, 24, 4, 37, 16
+        base = dict(
+            u=torch.randn(batch, dim, length, generator=g),
+            delta=0.5 * torch.randn(batch, dim, length, generator=g) - 1,
+            A=-torch.rand(dim, nstate, generator=g) * 8 - 0.5,
+            B=torch.randn(batch, groups, nstate, length, generator=g),
+            C=torch.randn(batch, groups, nstate, length, generator=g),
+            D=torch.randn(dim, generator=g),
+            z=torch.randn(batch, dim, length, generator=g),
+            delta_bias=0.5 * torch.randn(dim, generator=g),
+        )
+        gy = torch.randn(batch, dim, length, generator=g).to(device)
+        results = []
+        with torch.inference_mode(False), torch.enable_grad():
+            for name in ('triton', 'torch'):
+                x = {k: v.to(device).requires_grad_() for k, v in base.items()}
+                y = selective_scan(**x, delta_softplus=True, backend=name)
+                y.backward(gy)
+                results.append([y.detach()] + [x[k].grad for k in base])
+        for key, got, want in zip(['y', *base], *results, strict=True):
+            err = (got - want).abs().max() / want.abs().max().clamp_min(1e-30)
+            if not torch.isfinite(err) or err > 1e-4:
+                return f'self-check: {key} differs from the torch backend ({err:.1e})'
+    except Exception as err:  # noqa: BLE001 - any failure means "do not use it"
+        return f'{type(err).__name__}: {err}'
+    return None
+
+
+def _time_scan(backend: str, device: torch.device) -> float:
+    """Seconds for one forward of a VM-UNet stage-2-sized scan."""
+    g = torch.Generator().manual_seed(0)
+    x = dict(
+        u=torch.randn(1, 1536, 1024, generator=g),
+        delta=torch.randn(1, 1536, 1024, generator=g) - 3,
+        A=-torch.rand(1536, 16, generator=g) - 0.5,
+        B=torch.randn(1, 4, 16, 1024, generator=g),
+        C=torch.randn(1, 4, 16, 1024, generator=g),
+        D=torch.ones(1536),
+    )
+    x = {k: v.to(device) for k, v in x.items()}
+    with torch.no_grad():
+        selective_scan(**x, delta_softplus=True, backend=backend)
+        torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for _ in range(3):
+            selective_scan(**x, delta_softplus=True, backend=backend)
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) / 3
+
+
+@functools.cache
+def _auto_cuda(device: torch.device) -> tuple[str, str]:
+    """``(backend, why)`` for ``"auto"`` on one CUDA device, decided once."""
+    problem = triton_self_check(device)
+    mamba = mamba_available()
+    if problem is None and mamba:
+        try:
+            t_triton, t_mamba = (
+                _time_scan('triton', device),
+                _time_scan('mamba', device),
+            )
+        except Exception as err:  # noqa: BLE001 - a broken mamba-ssm build
+            return (
+                'triton',
+                f'triton kernels passed the self-check; mamba-ssm failed ({err})',
+            )
+        if t_mamba < t_triton:
+            return 'mamba', (
+                f'mamba-ssm measured faster than triton here '
+                f'({1e3 * t_mamba:.2f} vs {1e3 * t_triton:.2f} ms)'
+            )
+        return 'triton', (
+            f'triton measured faster than mamba-ssm here '
+            f'({1e3 * t_triton:.2f} vs {1e3 * t_mamba:.2f} ms)'
+        )
+    if problem is None:
+        return 'triton', 'triton kernels passed their self-check on this GPU'
+    fallback = 'mamba' if mamba else 'torch'
+    warnings.warn(
+        f'the triton scan cannot be used on {device} ({problem}); using the '
+        f'{fallback} backend, which is slower',
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return fallback, f'triton unusable ({problem})'
+
+
+def _cuda_key(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.device('cuda', index)
+
+
+def backend_reason(device: torch.device | str) -> tuple[str, str]:
+    """``(backend, why)``: what ``"auto"`` runs on ``device`` and why.
+
+    On CUDA this may run the one-time Triton self-check (a fraction of a
+    second); on CPUs it never imports triton.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return _auto_cuda(_cuda_key(device))
+    return 'torch', f'the pure-PyTorch scan runs on {device.type} devices'
+
+
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The concrete backend ``"auto"`` stands for on ``device``."""
     if backend not in BACKENDS:
         raise ValueError(f'unknown scan backend {backend!r}; use one of {BACKENDS}')
     if backend != 'auto':
         return backend
-    if torch.device(device).type == 'cuda' and mamba_available():
-        return 'mamba'
-    return 'torch'
+    return backend_reason(device)[0]
 
 
 def selective_scan(
@@ -506,8 +708,30 @@ def selective_scan(
     ``(L, batch, D)`` and variable ``B, C`` are ``(L, batch, N)`` or
     ``(L, batch, G, N)``.  That is the fast backend's native layout, so
     SS2D builds its tensors that way and no transposes are needed.
+    ``block`` is the torch backend's time block and the triton backend's
+    chunk (a power of two); ``slab`` only concerns the torch backend.
     """
     name = resolve_backend(backend, u.device)
+    if name == 'triton':
+        if u.device.type != 'cuda' and not _triton_interpreting():
+            raise TritonUnavailableError(
+                f'the triton scan runs on CUDA tensors; got {u.device.type} '
+                'tensors (use backend="torch", or set TRITON_INTERPRET=1 before '
+                'the first scan to run it slowly on the CPU for testing)'
+            )
+        return load_triton_backend().selective_scan_triton(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z,
+            delta_bias,
+            delta_softplus,
+            time_major=time_major,
+            block_l=block,
+        )
     if name == 'torch':
         if time_major:
             return _scan_time_major(

@@ -396,7 +396,7 @@ class VMUNet(nn.Module):
         return torch.sigmoid(logits) if self.num_classes == 1 else logits
 
     def set_scan_backend(self, backend: str) -> None:
-        """Use ``backend`` (``auto``/``torch``/``reference``/``mamba``) in
+        """Use ``backend`` (``auto``/``torch``/``reference``/``mamba``/``triton``) in
         every SS2D block."""
         if backend not in BACKENDS:
             raise ValueError(f'unknown scan backend {backend!r}; use one of {BACKENDS}')
