@@ -206,6 +206,10 @@ class InferenceWidget(QWidget):
         self.diagnostics.setWordWrap(True)
         self.diagnostics.setStyleSheet('color: gray; font-size: 10px')
         layout.addWidget(self.diagnostics)
+        from ._results_table import ObjectsPanel
+
+        self.objects = ObjectsPanel(self.viewer, self.image_layer.value)
+        layout.addWidget(self.objects)
         layout.addStretch(1)
 
         self._fill_checkpoints()
@@ -402,6 +406,10 @@ class InferenceWidget(QWidget):
         )
         if self.scope_slice.isChecked() and slice_axis is not None:
             params['slice_index'] = self._current_index(layer, slice_axis)
+        # objects and measurements after the prediction (whole runs only)
+        params['objects'] = self.objects.settings_for_run(
+            params, self._geometry(params)
+        )
         return params
 
     def _current_index(self, layer, axis: int) -> int:
@@ -490,11 +498,18 @@ class InferenceWidget(QWidget):
             return_probabilities=params['probabilities'],
             **run,
         )
+        if params['objects'] is not None:
+            params['measured'] = yield from self.objects.iter_for_result(params, result)
         return params, result
 
     def _on_progress(self, step) -> None:
         if self._worker is None or self._job_over:
             return  # progress signals can arrive after the end of the job
+        if hasattr(step, 'stage'):  # objects and measurements
+            self.progress.setRange(0, max(step.total, 1))
+            self.progress.setValue(step.done)
+            self.status.setText(f'Objects: {step.message} {step.done}/{step.total}')
+            return
         if step.total:
             self.progress.setRange(0, step.total)
             self.progress.setValue(step.done)
@@ -649,6 +664,10 @@ class InferenceWidget(QWidget):
                 'class_names': result.class_names,
             }
         }
+        if params.get('measured') is not None:
+            return self.objects.add_result(
+                f'{name} objects', params['measured'], geometry, meta['napari_vmunet']
+            )
         if existing is not None:
             existing.data = data
             existing.metadata.update(meta)
