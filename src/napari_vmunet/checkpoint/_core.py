@@ -51,7 +51,7 @@ from ._state import (
     require_vmunet,
 )
 
-SOURCE_FORMATS = ('napari-vmunet', 'original-best', 'original-latest')
+SOURCE_FORMATS = ('napari-vmunet', 'original-best', 'original-latest', 'bioimageio')
 OUR_SUFFIX = '.safetensors'
 ORIGINAL_SUFFIXES = ('.pth', '.pt')
 TRAIN_STATE_SUFFIX = '.train_state.pt'
@@ -73,7 +73,8 @@ class Checkpoint:
     #: the metadata document (defaults filled in for original files)
     metadata: dict
     path: Path
-    #: ``'napari-vmunet'``, ``'original-best'`` or ``'original-latest'``
+    #: ``'napari-vmunet'``, ``'original-best'``, ``'original-latest'`` or
+    #: ``'bioimageio'`` (a bioimage.io model package)
     source_format: str
     #: optimizer/scheduler/epoch... when the file (or our sidecar) has them
     training_state: dict | None = None
@@ -107,8 +108,9 @@ def load_checkpoint(path: str | os.PathLike, device: Any = 'cpu') -> Checkpoint:
     ``latest.pth`` (``model_state_dict`` + optimizer/scheduler/epoch, exposed
     as ``training_state``); keys prefixed ``module.`` (DataParallel/DDP) or
     ``_orig_mod.`` (torch.compile); thop's ``total_ops``/``total_params``
-    buffers, which are dropped.  The format is recognised from the content,
-    not the extension.
+    buffers, which are dropped; a bioimage.io model package (.zip or
+    folder) whose weights are a VM-UNet (see :mod:`napari_vmunet.bioimageio`).
+    The format is recognised from the content, not the extension.
 
     Every problem -- missing, empty, truncated, foreign or malicious files,
     wrong shapes, missing or unexpected keys, invalid metadata -- raises
@@ -117,10 +119,12 @@ def load_checkpoint(path: str | os.PathLike, device: Any = 'cpu') -> Checkpoint:
     """
     dev = _device(device)
     path = Path(path).expanduser()
+    from ..bioimageio._import import is_package, load_package
+
     try:
-        check_file(path)
-        kind = sniff(path)
-        if kind == 'safetensors':
+        if is_package(path):
+            ckpt = load_package(path)
+        elif (kind := sniff(check_file(path))) == 'safetensors':
             ckpt = _load_ours(path)
         else:
             ckpt = _load_original(path, kind)

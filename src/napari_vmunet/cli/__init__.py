@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from .._version import __version__
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ('predict', 'measure', 'train', 'info', 'convert', 'demo')
+COMMANDS: tuple[str, ...] = (
+    'predict',
+    'measure',
+    'train',
+    'info',
+    'convert',
+    'export_bioimageio',
+    'demo',
+)
 
 
 class UserError(Exception):

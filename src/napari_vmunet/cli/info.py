@@ -59,6 +59,7 @@ _FORMATS = {
     'napari-vmunet': 'napari-vmunet safetensors (with metadata)',
     'original-best': 'original VM-UNet best.pth layout (weights only)',
     'original-latest': 'original VM-UNet latest.pth layout (weights + training state)',
+    'bioimageio': 'bioimage.io model package (pytorch_state_dict weights)',
 }
 
 

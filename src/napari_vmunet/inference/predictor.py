@@ -221,6 +221,10 @@ class Predictor:
         minus those a training of this session uses (see ``_threads``).
     """
 
+    #: dtype of returned probabilities: float16 halves the memory of big
+    #: volumes; the bioimage.io export sets float32 for exact test tensors
+    probability_dtype: type = np.float16
+
     def __init__(
         self,
         checkpoint: Any,
@@ -374,7 +378,9 @@ class Predictor:
         labels = np.zeros(spatial, dtype=np.uint8 if k < 255 else np.uint16)
         probs = None
         if return_probabilities:
-            probs = np.zeros(((k,) if k > 1 else ()) + spatial, dtype=np.float16)
+            probs = np.zeros(
+                ((k,) if k > 1 else ()) + spatial, dtype=self.probability_dtype
+            )
         labels_view = _slice_first(labels, layout)
         probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
 

@@ -374,6 +374,12 @@ class VMUNet(nn.Module):
     size_multiple = 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(x)
+        return torch.sigmoid(logits) if self.num_classes == 1 else logits
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's raw output for every class count (``forward``
+        without the one-class sigmoid); the bioimage.io export names it."""
         if x.ndim != 4:
             raise ValueError(
                 f'expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}'
@@ -392,8 +398,7 @@ class VMUNet(nn.Module):
                 f'the model takes {self.input_channels} input channels, '
                 f'got {x.shape[1]}'
             )
-        logits = self.vmunet(x)
-        return torch.sigmoid(logits) if self.num_classes == 1 else logits
+        return self.vmunet(x)
 
     def set_scan_backend(self, backend: str) -> None:
         """Use ``backend`` (``auto``/``torch``/``reference``/``mamba``/``triton``) in
