@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox
+
+from ._docking import compact
 
 if TYPE_CHECKING:
     import napari
@@ -18,7 +21,7 @@ class LayerComboBox(QComboBox):
         super().__init__(parent)
         self.viewer = viewer
         self.layer_type = layer_type
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        compact(self)  # a long layer name must not widen the dock
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.reordered):
             ev.connect(self.refresh)
@@ -43,6 +46,8 @@ class LayerComboBox(QComboBox):
         self.addItems(names)
         if current in names:
             self.setCurrentText(current)
+        for i, name in enumerate(names):
+            self.setItemData(i, name, Qt.ItemDataRole.ToolTipRole)
         self.blockSignals(False)
         self.currentIndexChanged.emit(self.currentIndex())
 

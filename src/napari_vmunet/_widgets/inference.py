@@ -32,12 +32,12 @@ from qtpy.QtWidgets import (
     QPushButton,
     QRadioButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
 
 from ._bus import listen
+from ._docking import compact, scrolling_layout
 from ._layers import LayerComboBox
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class InferenceWidget(QWidget):
         self._job_over = False
         self.last_result = None  # (params, PredictionResult) of the last run
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # fits a laptop screen, tabs with ours
 
         # --- model ---------------------------------------------------------
         box = QGroupBox('Model')
@@ -93,10 +93,7 @@ class InferenceWidget(QWidget):
             'A VM-UNet checkpoint: ours (.safetensors) or '
             "the original repo's best.pth / latest.pth"
         )
-        self.checkpoint.setMinimumContentsLength(18)
-        self.checkpoint.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-        )
+        compact(self.checkpoint)
         self.browse = QPushButton('Browse…')
         self.browse.clicked.connect(self._browse)
         row.addWidget(self.checkpoint, 1)

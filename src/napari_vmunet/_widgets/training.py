@@ -32,12 +32,12 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
 
 from ._bus import bus, listen
+from ._docking import compact, scrolling_layout
 from ._layers import LayerComboBox
 from ._plot import TrainingPlot
 
@@ -101,7 +101,7 @@ class TrainingWidget(QWidget):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # fits a laptop screen, tabs with ours
 
         # --- data ------------------------------------------------------------
         box = QGroupBox('Training data (copied when training starts)')
@@ -143,6 +143,7 @@ class TrainingWidget(QWidget):
         row = QHBoxLayout()
         self.start_from = QComboBox()
         self.start_from.setToolTip('The model training starts from')
+        compact(self.start_from)
         self.browse_init = QPushButton('Browse…')
         self.browse_init.clicked.connect(self._browse_init)
         row.addWidget(self.start_from, 1)
@@ -166,7 +167,7 @@ class TrainingWidget(QWidget):
         recipe = QCollapsible('Recipe')
         inner = QWidget()
         form = QFormLayout(inner)
-        self.preset = QComboBox()
+        self.preset = compact(QComboBox())
         self.preset.addItem('fine-tune (a few corrected slices)', 'finetune')
         self.preset.addItem('full (the original VM-UNet recipe)', 'full')
         self.preset.currentIndexChanged.connect(self._preset_changed)

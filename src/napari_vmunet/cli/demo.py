@@ -24,6 +24,9 @@ DEMO_MODELS = {'nuclei': 'demo-nuclei', 'brain': 'demo-brain'}
 #: builds the training files from this); everything else is held out.
 NUCLEI_TRAIN_ROWS = 320  # rows 0..319 of the 512x512 nuclei image
 BRAIN_TRAIN_EVERY = 4  # axial slices z % 4 == 0 of the MNI152 volume
+#: The demo window: wide enough that the image keeps about half of it next
+#: to napari's layer list and our dock (made smaller on smaller screens).
+DEMO_WINDOW = (1400, 860)
 
 
 def training_part(sample: str, image: np.ndarray, labels: np.ndarray):
@@ -199,6 +202,7 @@ def open_demo_viewer(sample: str, device: str = 'auto'):
     """A napari viewer with the sample, the demo model selected in the
     inference dock and the fine-tune dock ready (not yet shown modally)."""
     import napari
+    from qtpy.QtCore import QTimer
 
     viewer = napari.Viewer(title='napari-vmunet demo')
     viewer.open_sample('napari-vmunet', sample)
@@ -214,8 +218,49 @@ def open_demo_viewer(sample: str, device: str = 'auto'):
         inference.set_image_layer(images[0])
     if device != 'auto':
         inference.device.setCurrentText(device)
-    inference.parentWidget().raise_()
+    fit_window(viewer, inference)
+    show_first(inference)
+    # napari lays the docks out again once its event loop runs (and may
+    # bring the tab added last forward): raise the inference dock after that
+    QTimer.singleShot(0, lambda: show_first(inference))
     return viewer
+
+
+def fit_window(viewer, dock_widget, size: tuple[int, int] = DEMO_WINDOW) -> None:
+    """Size the window so the image view gets most of it.
+
+    At napari's default size the docks left the image ~170 px: ``size``,
+    capped by the screen, and the dock at its narrowest width leave it about
+    half of the window.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication, QDockWidget
+
+    screen = dock_widget.screen() or QApplication.primaryScreen()
+    room = screen.availableGeometry()
+    viewer.window.resize(min(size[0], room.width()), min(size[1], room.height()))
+    dock = dock_widget.parentWidget()
+    main = dock.parentWidget()
+    # every dock beside the image at its narrowest (napari's layer list too)
+    docks = [
+        d
+        for d in main.findChildren(QDockWidget)
+        if d.isVisibleTo(main)
+        and not d.isFloating()
+        and main.dockWidgetArea(d)
+        in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
+    ]
+    main.resizeDocks(
+        docks, [d.minimumSizeHint().width() for d in docks], Qt.Orientation.Horizontal
+    )
+
+
+def show_first(dock_widget) -> None:
+    """Bring ``dock_widget``'s tab to the front of its tab group."""
+    import contextlib
+
+    with contextlib.suppress(RuntimeError):  # the window closed meanwhile
+        dock_widget.parentWidget().raise_()
 
 
 def run_viewer(sample: str, device: str = 'auto') -> int:
