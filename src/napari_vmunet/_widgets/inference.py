@@ -90,8 +90,9 @@ class InferenceWidget(QWidget):
         row = QHBoxLayout()
         self.checkpoint = QComboBox()
         self.checkpoint.setToolTip(
-            'A VM-UNet checkpoint: ours (.safetensors) or '
-            "the original repo's best.pth / latest.pth"
+            'A VM-UNet checkpoint: ours (.safetensors), '
+            "the original repo's best.pth / latest.pth, or a bioimage.io "
+            'package (.zip)'
         )
         compact(self.checkpoint)
         self.browse = QPushButton('Browse…')
@@ -102,6 +103,14 @@ class InferenceWidget(QWidget):
         self.model_info = QLabel('')
         self.model_info.setWordWrap(True)
         form.addRow(self.model_info)
+        self.export_button = QPushButton('Export for bioimage.io…')
+        self.export_button.setToolTip(
+            'Write this model as a bioimage.io package (.zip) for '
+            'bioimageio.core, ilastik, deepImageJ, QuPath and the zoo'
+        )
+        self.export_button.clicked.connect(self.export_for_bioimageio)
+        form.addRow(self.export_button)
+        self._export_dialog = None
         layout.addWidget(box)
 
         # --- image -----------------------------------------------------------
@@ -275,10 +284,16 @@ class InferenceWidget(QWidget):
             self,
             'Choose a VM-UNet checkpoint',
             str(Path(self.checkpoint_path() or Path.home()).parent),
-            'Checkpoints (*.safetensors *.pth *.pt);;All files (*)',
+            'Checkpoints (*.safetensors *.pth *.pt *.zip *.yaml);;All files (*)',
         )
         if path:
             self.set_checkpoint(path)
+
+    def export_for_bioimageio(self) -> None:
+        """Open the bioimage.io export form for the chosen checkpoint."""
+        from .bioimageio_export import open_export_dialog
+
+        self._export_dialog = open_export_dialog(self, self.checkpoint_path())
 
     def _on_model_published(self, path: str, reason: str) -> None:
         self.set_checkpoint(path)

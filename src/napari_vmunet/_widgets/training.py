@@ -223,11 +223,19 @@ class TrainingWidget(QWidget):
         self.use_button.setEnabled(False)
         self.use_button.setToolTip('Select the best model in the inference dock')
         self.use_button.clicked.connect(self.publish_best)
+        self.export_button = QPushButton('Export for bioimage.io…')
+        self.export_button.setEnabled(False)
+        self.export_button.setToolTip(
+            'Write the best model as a bioimage.io package (.zip)'
+        )
+        self.export_button.clicked.connect(self.export_for_bioimageio)
+        self._export_dialog = None
         for b in (
             self.start_button,
             self.stop_button,
             self.resume_button,
             self.use_button,
+            self.export_button,
         ):
             row.addWidget(b)
         layout.addLayout(row)
@@ -584,6 +592,12 @@ class TrainingWidget(QWidget):
         self.stop_button.setText('Kill')
         self._say('Stopping after the current step (press Kill to end it now)…')
 
+    def export_for_bioimageio(self) -> None:
+        """Open the bioimage.io export form for the best model so far."""
+        from .bioimageio_export import open_export_dialog
+
+        self._export_dialog = open_export_dialog(self, self._best)
+
     def publish_best(self) -> None:
         if self._best:
             bus.model_published.emit(self._best, 'trained here')
@@ -645,12 +659,14 @@ class TrainingWidget(QWidget):
         if ev.kind == 'best':
             self._best = ev.path
             self.use_button.setEnabled(True)
+            self.export_button.setEnabled(True)
 
     def _on_Finished(self, ev) -> None:
         self._timer.stop()
         self._set_running(False)
         self._best = ev.best_path or self._best
         self.use_button.setEnabled(bool(self._best))
+        self.export_button.setEnabled(bool(self._best))
         self.resume_button.setEnabled(bool(ev.last_path))
         best = ''
         if ev.best_mean_dice is not None:
