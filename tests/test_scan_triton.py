@@ -154,3 +154,27 @@ def test_triton_import_after_a_viewer_has_drawn_does_not_crash():
         pytest.skip('needs an X display (pytest-xvfb provides one)')
     res = _run('_triton_after_viewer.py', timeout=180)
     assert res['triton'] and res['err'] <= 1e-5, res
+
+
+@needs_triton
+@pytest.mark.slow
+def test_gpu_check_script_runs_in_its_cpu_smoke_mode():
+    """``benchmarks/gpu_check.py`` runs once per lent GPU: its logic is run
+    here first, tiny and through the interpreter, so that it does not fail
+    there (~80 s on 2 cores)."""
+    script = HERE.parent / 'benchmarks' / 'gpu_check.py'
+    if not script.exists():
+        pytest.skip('benchmarks/ is not part of this checkout')
+    done = subprocess.run(
+        [sys.executable, str(script), '--cpu-smoke'],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout
+    for section in ('== 1.', '== 2.', '== 2b.', '== 3.', '== 4.', '== 5.', 'total'):
+        assert section in out, f'{section} missing:\n{out}'
+    assert 'self-check (interpreter): passed' in out
+    assert 'failed' not in out and 'nan' not in out.lower(), out

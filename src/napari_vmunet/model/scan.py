@@ -473,15 +473,22 @@ def _load_mamba_kernel():
             '(use backend="torch")'
         )
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        from mamba_ssm.ops import selective_scan_interface
     except Exception as err:  # ImportError, or a broken CUDA build
         raise MambaUnavailableError(
             'mamba-ssm is not usable here '
             f'({type(err).__name__}: {err}). Install it with '
             '`pip install "napari-vmunet[cuda]"` on a CUDA machine, or use '
-            'backend="torch".'
+            'backend="triton" or "torch".'
         ) from err
-    return selective_scan_fn
+    # newer mamba-ssm imports without its Mamba-1 kernel and fails at the call
+    if getattr(selective_scan_interface, 'selective_scan_cuda', True) is None:
+        raise MambaUnavailableError(
+            'mamba-ssm is installed without its Mamba-1 kernel '
+            '(selective_scan_cuda): newer mamba-ssm builds it only when installed '
+            'with MAMBA_KEEP_CUDA_BUILD=TRUE; or use backend="triton" or "torch".'
+        )
+    return selective_scan_interface.selective_scan_fn
 
 
 def mamba_available() -> bool:
