@@ -21,7 +21,8 @@ def test_one_version_everywhere():
     assert re.fullmatch(r'\d+\.\d+\.\d+', version)
     assert f'version: {version}' in (ROOT / 'CITATION.cff').read_text()
     changelog = (ROOT / 'CHANGELOG.md').read_text()
-    assert re.search(r'^## (\S+)', changelog, re.M).group(1) == version
+    # the newest released section (an "Unreleased" one may come first)
+    assert re.search(r'^## (?!Unreleased\b)(\S+)', changelog, re.M).group(1) == version
     from importlib.metadata import version as dist_version
 
     assert dist_version('napari-vmunet') == version
