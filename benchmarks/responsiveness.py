@@ -12,9 +12,13 @@ keyboard).  Measured side by side in one napari session:
    for any plugin that returns a layer;
 3. painting into the labels layer every 50 ms (a timer, as a user correcting
    labels would), first alone, then while the fine-tune dock trains on the
-   nuclei sample in its separate process.
+   nuclei sample in its separate process;
+4. Measure in the inference dock with "one id per object" and "split
+   touching objects" on a 200x512x512 labels layer of ~3700 touching balls
+   (benchmarks/measure.py draws them), then showing the table.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/responsiveness.py
+    ... python benchmarks/responsiveness.py --only measure    # case 4 only
 
 Target: longest stall <= 100 ms while inference or training runs.
 """
@@ -86,10 +90,51 @@ def measure(name: str, start, done, timeout: float = 1800, split=None) -> list:
     return [row, after]
 
 
+def measure_objects(viewer) -> list:
+    """Case 4: objects and measurements of a big volume from the dock."""
+    from measure import balls
+
+    labels = viewer.add_labels(balls(), name='balls', scale=(2.0, 1.0, 1.0))
+    infer = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(infer)
+    panel = infer.objects
+    panel.labels_layer.set_value(labels)
+    panel.objects.setChecked(True)
+    panel.split.setChecked(True)
+    done, result_at = [], []
+    panel.measured.connect(lambda table: done.append(table.n_rows))
+    on_measured = panel._on_measured
+
+    def record(layer, value):
+        result_at.append(time.perf_counter())
+        on_measured(layer, value)
+
+    panel._on_measured = record  # the worker's result arrives here
+    rows = measure(
+        'objects + measure, 200x512x512',
+        panel.measure,
+        lambda: bool(done) and panel._worker is None,
+        split=lambda: result_at[0] if result_at else None,
+    )
+    rows[0]['case'] = f'objects + measure ({done[0]} obj)'
+    rows[1]['case'] = '  then the objects layer + table'
+    return rows
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--only', choices=('measure',), help='run one case')
+    args = parser.parse_args()
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     results = []
+    if args.only == 'measure':
+        results += measure_objects(viewer)
+        viewer.close()
+        report(results)
+        return
 
     # 1. idle, with the brain volume open
     viewer.open_sample('napari-vmunet', 'brain')
@@ -167,8 +212,13 @@ def main() -> None:
         lambda: train.process is not None and train.process.finished is not None,
     )
     painter.stop()
+    viewer.layers.clear()
+    results += measure_objects(viewer)
     viewer.close()
+    report(results)
 
+
+def report(results: list) -> None:
     print(
         f'{"case":34} {"seconds":>8} {"ticks":>7} {"median gap ms":>14} '
         f'{"p99 stall ms":>13} {"longest stall ms":>17}'

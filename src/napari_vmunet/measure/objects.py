@@ -170,12 +170,13 @@ def iter_objects(
         passes: list[int | None] = [None]
         n_classes = int(lookup.max(initial=0)) + 1
     else:
-        present = [int(v) for v in np.unique(labels) if v != 0]
+        present = _present_classes(labels)
         passes = list(present)
         n_classes = max(present, default=0) + 1
     names = list(class_names) if class_names else default_class_names(n_classes)
 
     dropped = 0
+    yield Progress('objects', 0, 0, 'connected components')
     for pass_no, cls in enumerate(passes):
         source = labels if cls is None else labels == cls
         components = sk_label(source, background=0, connectivity=connectivity)
@@ -233,6 +234,16 @@ def iter_objects(
     elif dropped:
         notes.append(f'{dropped} object(s) smaller than the minimum size were dropped')
     return Objects(out, np.asarray(object_classes, dtype=np.int32), names, notes)
+
+
+def _present_classes(labels: np.ndarray) -> list[int]:
+    """The foreground values of a semantic map.  A few comparisons (which
+    release the GIL) instead of ``np.unique``, which sorts the whole volume:
+    3 s for 200x512x512."""
+    top = int(labels.max(initial=0))
+    if top > 64:
+        return [int(v) for v in np.unique(labels) if v != 0]
+    return [v for v in range(1, top + 1) if (labels == v).any()]
 
 
 def _check_labels(labels: Any) -> np.ndarray:
