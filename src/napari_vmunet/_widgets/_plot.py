@@ -1,6 +1,8 @@
 """A small live plot of training loss and validation Dice, drawn with QPainter.
 
-Two y axes (loss on the left, Dice 0-1 on the right) over epochs.  Drawing
+Two y axes (loss on the left, Dice 0-1 on the right) over whole-epoch ticks,
+the x axis spanning the epochs the run is set to, before it starts too; the
+validation curves are listed only when there is validation.  Drawing
 a few hundred points with QPainter costs well under a millisecond, needs no
 plotting library in napari's process, and never blocks the event loop.
 """
@@ -23,10 +25,12 @@ class TrainingPlot(QWidget):
     """Loss per step (grey), mean training loss per epoch (orange),
     validation loss (red, dashed) and mean validation Dice (blue, right axis)."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, total_epochs: int = 1):
         super().__init__(parent)
         self.setMinimumHeight(150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.total_epochs = max(1, int(total_epochs))
+        self.validation: bool | None = None  # unknown until a run starts
         self.clear()
 
     def sizeHint(self) -> QSize:
@@ -37,8 +41,34 @@ class TrainingPlot(QWidget):
         self.train: list[tuple[float, float]] = []
         self.val_loss: list[tuple[float, float]] = []
         self.dice: list[tuple[float, float]] = []
-        self.total_epochs = 1
+        self.validation = None
         self.update()
+
+    def set_total_epochs(self, epochs: int) -> None:
+        """The epochs the x axis spans (the run's setting)."""
+        self.total_epochs = max(1, int(epochs))
+        self.update()
+
+    def set_validation(self, present: bool) -> None:
+        """Whether the run validates (its curves are then in the legend)."""
+        self.validation = bool(present)
+        self.update()
+
+    # -------------------------------------------------------------- content
+    def last_epoch(self) -> int:
+        """The x axis' end: the epochs set, or the data if it goes further."""
+        data = max((x for x, _ in self.steps + self.train), default=0)
+        return max(self.total_epochs, math.ceil(data))
+
+    def axis_label(self) -> str:
+        return f'epoch (of {self.total_epochs})'
+
+    def legend(self) -> list[tuple[str, QColor]]:
+        """The curves listed: validation ones only when there is validation."""
+        entries = [('loss', LOSS_COLOR)]
+        if self.validation or self.val_loss or self.dice:
+            entries += [('val loss', VAL_LOSS_COLOR), ('val Dice (right)', DICE_COLOR)]
+        return entries
 
     def add_step(self, epoch: float, loss: float) -> None:
         if math.isfinite(loss):
@@ -69,7 +99,7 @@ class TrainingPlot(QWidget):
             fm.horizontalAdvance('0.000') + 8,
             fm.horizontalAdvance('1.0') + 10,
         )
-        top, bottom = fm.height() + 6, fm.height() + 8
+        top, bottom = fm.height() + 6, 2 * fm.height() + 8
         area = QRectF(
             left, top, self.width() - left - right, self.height() - top - bottom
         )
@@ -80,9 +110,7 @@ class TrainingPlot(QWidget):
         )
         p.drawRect(area)
 
-        xmax = max(
-            self.total_epochs, max((x for x, _ in self.steps + self.train), default=1)
-        )
+        xmax = self.last_epoch()
         losses = [y for _, y in self.steps + self.train + self.val_loss]
         ymax = max(losses, default=1.0) * 1.05 or 1.0
 
@@ -106,10 +134,21 @@ class TrainingPlot(QWidget):
                 Qt.AlignmentFlag.AlignLeft,
                 f'{frac:.1f}',
             )
+        label_w = fm.horizontalAdvance(str(xmax)) + 14
+        for tick in epoch_ticks(xmax, int(area.width() // label_w)):
+            x = area.left() + area.width() * tick / xmax
+            p.drawLine(QPointF(x, area.bottom()), QPointF(x, area.bottom() + 3))
+            p.drawText(
+                QRectF(x - label_w / 2, area.bottom() + 3, label_w, fm.height()),
+                Qt.AlignmentFlag.AlignCenter,
+                str(tick),
+            )
         p.drawText(
-            QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
+            QRectF(
+                area.left(), area.bottom() + 3 + fm.height(), area.width(), fm.height()
+            ),
             Qt.AlignmentFlag.AlignCenter,
-            f'epoch (of {xmax:g})',
+            self.axis_label(),
         )
 
         def line(points, color, width=1.6, dashed=False, y_top=ymax):
@@ -133,14 +172,22 @@ class TrainingPlot(QWidget):
 
         # legend
         x = area.left()
-        for label, color in (
-            ('loss', LOSS_COLOR),
-            ('val loss', VAL_LOSS_COLOR),
-            ('val Dice (right)', DICE_COLOR),
-        ):
+        for label, color in self.legend():
             p.setPen(QPen(color, 3))
             p.drawLine(QPointF(x, top / 2), QPointF(x + 12, top / 2))
             p.setPen(text)
             p.drawText(QPointF(x + 15, top / 2 + fm.ascent() / 2 - 1), label)
             x += 22 + fm.horizontalAdvance(label)
         p.end()
+
+
+def epoch_ticks(last: int, room: int) -> list[int]:
+    """Whole epochs from 0 to ``last``, 1, 2, 5, 10, 20, 50, ... apart, so
+    that at most ``room`` (at least 2) of them are labelled."""
+    last = max(1, int(last))
+    room = max(2, room)
+    step, k = 1, 0
+    while last // step + 1 > room:
+        k += 1
+        step = (1, 2, 5)[k % 3] * 10 ** (k // 3)
+    return list(range(0, last + 1, step))

@@ -51,15 +51,45 @@ PBAR_INTERVAL_S = 0.25
 
 
 def remembered_checkpoints() -> list[str]:
+    """The checkpoints chosen in earlier sessions, newest first: only files
+    that are there and could be checkpoints (an older version remembered
+    text and empty files too)."""
     value = QSettings(*SETTINGS).value(RECENT_KEY, [])
     if isinstance(value, str):  # QSettings returns a str for one item
         value = [value]
-    return [p for p in (value or []) if Path(p).is_file()]
+    return [p for p in (value or []) if _could_be_checkpoint(p)]
+
+
+def _could_be_checkpoint(path: str) -> bool:
+    from ..checkpoint import CheckpointError, check_checkpoint_file
+
+    try:
+        check_checkpoint_file(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def remember_checkpoint(path: str) -> None:
     items = [path] + [p for p in remembered_checkpoints() if p != path]
     QSettings(*SETTINGS).setValue(RECENT_KEY, items[:MAX_RECENT])
+
+
+def forget_checkpoint(path: str) -> None:
+    """Drop ``path`` from the remembered checkpoints (it proved unusable)."""
+    value = QSettings(*SETTINGS).value(RECENT_KEY, [])
+    if isinstance(value, str):
+        value = [value]
+    items = [p for p in (value or []) if p != path]
+    QSettings(*SETTINGS).setValue(RECENT_KEY, items)
+
+
+def gone() -> str:
+    """What to say about a chosen checkpoint whose file is no longer there."""
+    return (
+        'is no longer there: it was moved or deleted after it was chosen; '
+        'choose it again with Browse…'
+    )
 
 
 class InferenceWidget(QWidget):
@@ -80,6 +110,8 @@ class InferenceWidget(QWidget):
         self._checkpoint_cache = None
         self._info_worker = None
         self._job_over = False
+        #: checkpoint path -> why it cannot be used (Run stays disabled)
+        self._unusable: dict[str, str] = {}
         self.last_result = None  # (params, PredictionResult) of the last run
 
         layout = scrolling_layout(self)  # fits a laptop screen, tabs with ours
@@ -260,15 +292,28 @@ class InferenceWidget(QWidget):
 
     # ------------------------------------------------------------ public API
     def set_checkpoint(self, path: str | os.PathLike) -> None:
-        """Select ``path`` (adding it to the list and the remembered files)."""
+        """Select ``path`` (adding it to the list).
+
+        It is remembered for later sessions only if it can be a checkpoint:
+        a text or empty file is refused at once (Run disabled, the reason in
+        the model line), and a file that fails to load is forgotten again.
+        """
+        from ..checkpoint import CheckpointError, check_checkpoint_file
+
         path = str(Path(path))
         index = self.checkpoint.findData(path)
         if index < 0:
             self.checkpoint.insertItem(0, Path(path).name, path)
             self.checkpoint.setItemData(0, path, Qt.ItemDataRole.ToolTipRole)
             index = 0
-        if not path.startswith(str(Path(__file__).parents[1])):
-            remember_checkpoint(path)
+        try:
+            check_checkpoint_file(path)
+        except CheckpointError as err:
+            self._mark_unusable(path, str(err))
+        else:
+            self._unusable.pop(path, None)
+            if not path.startswith(str(Path(__file__).parents[1])):
+                remember_checkpoint(path)
         self.checkpoint.setCurrentIndex(index)
         self._checkpoint_changed()
 
@@ -304,26 +349,58 @@ class InferenceWidget(QWidget):
     def _checkpoint_changed(self, *_args) -> None:
         """Load the chosen checkpoint in a worker thread and describe it."""
         path = self.checkpoint_path()
+        self._update_run_enabled()
         if not path:
             self.model_info.setText('No checkpoint: Browse… to choose one.')
+            return
+        if path in self._unusable:
+            self._show_unusable(path)
             return
         from napari.qt.threading import create_worker
 
         self.model_info.setText(f'Reading {Path(path).name}…')
         worker = create_worker(self._load_checkpoint, path, _ignore_errors=True)
         worker.returned.connect(self._show_model_info)
-        worker.errored.connect(
-            lambda err: self.model_info.setText(f'<b>Cannot use this file:</b> {err}')
-        )
+        worker.errored.connect(lambda err: self._mark_unusable(path, str(err)))
         self._info_worker = worker  # keep a reference while it runs
         worker.start()
+
+    def _mark_unusable(self, path: str, reason: str) -> None:
+        """Remember (for this session) that ``path`` cannot be used, forget it
+        for later sessions, and disable Run while it is selected."""
+        self._unusable[path] = reason
+        forget_checkpoint(path)
+        if path == self.checkpoint_path():
+            self._show_unusable(path)
+        self._update_run_enabled()
+
+    def _show_unusable(self, path: str) -> None:
+        self.model_info.setText(f'<b>Cannot use this file:</b> {self._unusable[path]}')
+
+    def _update_run_enabled(self) -> None:
+        """Run is offered when an image, a usable checkpoint and no job are there."""
+        path = self.checkpoint_path()
+        usable = bool(path) and path not in self._unusable
+        self.run_button.setEnabled(
+            self._worker is None and usable and self.image_layer.value() is not None
+        )
+        self.run_button.setToolTip(
+            '' if usable or not path else 'This checkpoint cannot be used: see above'
+        )
 
     def _load_checkpoint(self, path: str):
         """The loaded checkpoint for ``path``, reused while the file is unchanged
         (a retrained file is picked up by its new modification time)."""
-        from ..checkpoint import load_checkpoint
+        from ..checkpoint import CheckpointError, load_checkpoint
 
-        key = (path, os.path.getmtime(path))
+        try:
+            key = (path, os.stat(path).st_mtime_ns)
+        except FileNotFoundError:
+            raise CheckpointError(gone(), path) from None
+        except OSError:
+            key = None  # load_checkpoint says what is wrong
+        if key is None:
+            return load_checkpoint(path)
         cached = self._checkpoint_cache
         if cached is None or cached[0] != key:
             cached = self._checkpoint_cache = (key, load_checkpoint(path))
@@ -332,6 +409,8 @@ class InferenceWidget(QWidget):
     def _show_model_info(self, ckpt) -> None:
         if str(ckpt.path) != self.checkpoint_path():
             return  # the user picked another file meanwhile
+        self._unusable.pop(str(ckpt.path), None)
+        self._update_run_enabled()
         cfg, meta = ckpt.config, ckpt.metadata
         names = meta.get('classes', {}).get('names') or []
         inputs = meta.get('input', {})
@@ -349,10 +428,9 @@ class InferenceWidget(QWidget):
         layer = self.image_layer.value()
         self.channel_axis.clear()
         self.slice_axis.clear()
+        self._update_run_enabled()
         if layer is None:
-            self.run_button.setEnabled(False)
             return
-        self.run_button.setEnabled(self._worker is None)
         ndim = layer.data.ndim
         self.channel_axis.addItem('RGB' if layer.rgb else 'none', None)
         if not layer.rgb:
@@ -389,6 +467,9 @@ class InferenceWidget(QWidget):
         path = self.checkpoint_path()
         if not path:
             raise ValueError('choose a checkpoint first (Browse…)')
+        if not Path(path).exists():
+            self._mark_unusable(path, f'{path}: {gone()}')
+            raise ValueError(f'{Path(path).name} {gone()}')
         channel_axis = self.channel_axis.currentData()
         slice_axis = self.slice_axis.currentData()  # a data axis, or None
         text = self.channel_map.text().strip()
@@ -603,7 +684,12 @@ class InferenceWidget(QWidget):
     def _error(self, err: BaseException) -> None:
         from napari.utils.notifications import show_error
 
+        from ..checkpoint import CheckpointError
+
         self._job_over = True
+        path = self.checkpoint_path()
+        if isinstance(err, CheckpointError) and str(err.path) == path:
+            self._mark_unusable(path, str(err))
         message = f'VM-UNet inference failed: {err}'
         self.status.setText(message)
         show_error(message)
@@ -617,7 +703,7 @@ class InferenceWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self.cancel_button.setEnabled(False)
-        self.run_button.setEnabled(self.image_layer.value() is not None)
+        self._update_run_enabled()
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
 

@@ -39,6 +39,7 @@ from superqt import QCollapsible
 from ._bus import bus, listen
 from ._docking import compact, scrolling_layout
 from ._layers import LayerComboBox
+from ._pathedit import PathEdit
 from ._plot import TrainingPlot
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ class TrainingWidget(QWidget):
         self.preset.currentIndexChanged.connect(self._preset_changed)
         form.addRow('Preset', self.preset)
         self.epochs = QSpinBox(minimum=1, maximum=10000)
+        self.epochs.valueChanged.connect(self._epochs_changed)
         form.addRow('Epochs', self.epochs)
         self.lr = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
         form.addRow('Learning rate', self.lr)
@@ -201,7 +203,7 @@ class TrainingWidget(QWidget):
 
         # --- output & control ------------------------------------------------
         row = QHBoxLayout()
-        self.output = QLineEdit()
+        self.output = PathEdit()
         self.output.setPlaceholderText('where the trained model is saved')
         browse = QPushButton('…')
         browse.setMaximumWidth(30)
@@ -239,7 +241,7 @@ class TrainingWidget(QWidget):
         ):
             row.addWidget(b)
         layout.addLayout(row)
-        self.plot = TrainingPlot()
+        self.plot = TrainingPlot(total_epochs=self.epochs.value())
         layout.addWidget(self.plot, 1)
         self.status = QLabel('Correct a prediction (or paint labels), then Start.')
         self.status.setWordWrap(True)
@@ -292,6 +294,11 @@ class TrainingWidget(QWidget):
         self.device.addItem('auto', 'auto')
         for name in available_devices():
             self.device.addItem(name, name)
+
+    def _epochs_changed(self, value: int) -> None:
+        """Before (or between) runs the plot's axis spans the epochs set."""
+        if not self.running and hasattr(self, 'plot'):
+            self.plot.set_total_epochs(value)
 
     def _preset_changed(self, *_args) -> None:
         from ..training import PRESETS
@@ -393,6 +400,8 @@ class TrainingWidget(QWidget):
         if image is not None:
             spatial = image.data.ndim - (1 if getattr(image, 'rgb', False) else 0)
         self.slice_axis.setEnabled(spatial == 3)
+        # background-only slices are a thing of volumes
+        self.background_button.setEnabled(spatial == 3)
         if spatial == 3:
             self.slice_axis.setMaximum(2)
 
@@ -527,7 +536,7 @@ class TrainingWidget(QWidget):
         if not resume:
             self.plot.clear()
             self.history = []
-        self.plot.total_epochs = config.epochs
+        self.plot.set_total_epochs(config.epochs)
         self._set_running(True)
         self._say('Copying the annotated slices and starting the training process…')
         from napari.qt.threading import create_worker
@@ -626,7 +635,8 @@ class TrainingWidget(QWidget):
                 handler(event)
 
     def _on_Started(self, ev) -> None:
-        self.plot.total_epochs = ev.total_epochs
+        self.plot.set_total_epochs(ev.total_epochs)
+        self.plot.set_validation(ev.n_val > 0)
         what = 'Resumed' if ev.resumed else 'Training'
         self._say(
             f'{what} on {ev.n_train} slice(s), validating on {ev.n_val}, '

@@ -27,6 +27,7 @@ nor Qt.
 from ._core import (
     SOURCE_FORMATS,
     Checkpoint,
+    check_checkpoint_file,
     convert,
     export_original,
     load_checkpoint,
@@ -52,6 +53,7 @@ __all__ = [
     'Checkpoint',
     'CheckpointError',
     'CheckpointWarning',
+    'check_checkpoint_file',
     'convert',
     'default_metadata',
     'export_original',

@@ -27,6 +27,7 @@ from ..model import VMUNet
 from ._errors import CheckpointError, CheckpointWarning
 from ._io import (
     check_file,
+    describe_unreadable,
     prepare_destination,
     read_safetensors,
     sniff,
@@ -134,6 +135,32 @@ def load_checkpoint(path: str | os.PathLike, device: Any = 'cpu') -> Checkpoint:
         raise
     ckpt.model.to(dev)
     return ckpt
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """Refuse, without reading the weights, a file that is plainly no checkpoint.
+
+    Missing, empty, folder, unreadable, text and unknown binary files raise
+    the :class:`CheckpointError` that :func:`load_checkpoint` would raise;
+    anything that could be one passes (a full load may still refuse it).
+    It costs a ``stat`` and a 4 KB read, so a GUI can check a chosen file at
+    once, and a list of remembered files on start, instead of keeping a text
+    file offered as a model.
+    """
+    path = Path(path).expanduser()
+    from ..bioimageio._import import is_package
+
+    if is_package(path):
+        return path
+    try:
+        kind = sniff(check_file(path))
+    except OSError as err:  # vanished or unreadable between the checks
+        raise CheckpointError(
+            f'cannot be read ({type(err).__name__}); check the path', path
+        ) from err
+    if kind in ('text', 'binary'):
+        raise CheckpointError(describe_unreadable(path, kind), path)
+    return path
 
 
 def _device(device: Any) -> torch.device:
