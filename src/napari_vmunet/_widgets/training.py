@@ -232,13 +232,13 @@ class TrainingWidget(QWidget):
         )
         self.export_button.clicked.connect(self.export_for_bioimageio)
         self._export_dialog = None
-        for b in (
-            self.start_button,
-            self.stop_button,
-            self.resume_button,
-            self.use_button,
-            self.export_button,
-        ):
+        # run control on one row, what to do with the result on the next:
+        # five buttons in one row made the dock too wide for the image view
+        for b in (self.start_button, self.stop_button, self.resume_button):
+            row.addWidget(b)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        for b in (self.use_button, self.export_button):
             row.addWidget(b)
         layout.addLayout(row)
         self.plot = TrainingPlot(total_epochs=self.epochs.value())
