@@ -73,14 +73,14 @@ GPU = Sizes(
     reps=3,
     sweep_fwd=[
         (16, 16, 4),
+        (32, 4, 2),
         (32, 8, 4),
         (32, 16, 4),
         (32, 16, 8),
-        (32, 32, 8),
         (64, 8, 4),
         (64, 16, 8),
     ],
-    sweep_bwd=[(4, 4), (8, 4), (8, 8), (16, 8)],
+    sweep_bwd=[(4, 4), (4, 8), (8, 8), (16, 8)],
     crop=None,
 )
 SMOKE = Sizes(
@@ -233,9 +233,11 @@ def tile_sweep(sz: Sizes, dev) -> None:
     width, length = sz.stages[0]
     x = scan_inputs(8 * width, length, dev)
     print(f'\n== 2b. triton tiles on D={8 * width} L={length} (ms; current defaults: '
-          f'fwd L{T.FWD_BLOCK_L}/D{T.FWD_BLOCK_D}/w{T.FWD_WARPS}, '
+          f'fwd L{T.FWD_BLOCK_L}/D{T.FWD_BLOCK_D}/w{T.FWD_WARPS or "auto"} '
+          f'narrowed to {T.MIN_PROGRAMS} programs, '
           f'bwd D{T.BWD_BLOCK_D}/w{T.BWD_WARPS})')  # fmt: skip
-    saved = T.FWD_BLOCK_D, T.FWD_WARPS, T.BWD_BLOCK_D, T.BWD_WARPS
+    saved = T.FWD_BLOCK_D, T.FWD_WARPS, T.BWD_BLOCK_D, T.BWD_WARPS, T.MIN_PROGRAMS
+    T.MIN_PROGRAMS = 0  # the tiles as given
     try:
         line = []
         for bl, bd, w in sz.sweep_fwd:
@@ -267,7 +269,7 @@ def tile_sweep(sz: Sizes, dev) -> None:
             except Exception as err:  # noqa: BLE001
                 line.append(f'fwd+bwd D{bd}/w{w} failed ({type(err).__name__})')
     finally:
-        T.FWD_BLOCK_D, T.FWD_WARPS, T.BWD_BLOCK_D, T.BWD_WARPS = saved
+        T.FWD_BLOCK_D, T.FWD_WARPS, T.BWD_BLOCK_D, T.BWD_WARPS, T.MIN_PROGRAMS = saved
     for i in range(0, len(line), 3):
         print('   '.join(line[i : i + 3]))
 

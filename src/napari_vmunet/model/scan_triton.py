@@ -46,15 +46,24 @@ import torch
 import triton
 import triton.language as tl
 
-#: Forward tile: time steps per chunk, channels per program, warps.  Tuned
-#: guesses, not measurements (no GPU was available when this was written);
+#: Forward tile: time steps per chunk, widest channel block per program,
+#: warps (``None``: one warp per 1024 tile elements, 2 to 8).  Not yet tuned
+#: on a GPU (none was available when this was written): chosen so that the
+#: kernels compile for sm_80 and sm_90 without register spills (sm_90
+#: ptxas: forward 142-154 registers, backward 182-246, fp32 and bf16;
+#: ``python benchmarks/triton_compile.py``).
 #: ``benchmarks/gpu_check.py`` sweeps alternatives.
 FWD_BLOCK_L = 32
 FWD_BLOCK_D = 16
-FWD_WARPS = 4
+FWD_WARPS: int | None = None
 #: The backward keeps about three times as many tiles live, so smaller ones.
-BWD_BLOCK_D = 8
-BWD_WARPS = 4
+BWD_BLOCK_D = 4
+BWD_WARPS = 8
+#: Channel blocks are narrowed (down to 4) until the grid has this many
+#: programs: the sequence is walked one chunk after another inside a
+#: program, so one image at stage 1 (D = 768 in 4 groups) would otherwise
+#: occupy a third of a 132-SM GPU.
+MIN_PROGRAMS = 264
 
 
 @triton.jit
@@ -428,9 +437,20 @@ if interpreting():
     _vectorise_interpreter_scan()
 
 
-def _block_d(per: int, cap: int) -> int:
-    """Channels per program: a power of two, no wider than the group needs."""
-    return max(1, min(cap, triton.next_power_of_2(per)))
+def _block_d(per: int, cap: int, others: int) -> int:
+    """Channels per program: a power of two, no wider than the group needs,
+    narrowed while the grid (``others`` programs per channel block) is
+    smaller than ``MIN_PROGRAMS``."""
+    bd = max(1, min(cap, triton.next_power_of_2(per)))
+    while bd > 4 and triton.cdiv(per, bd) * others < MIN_PROGRAMS:
+        bd //= 2
+    return bd
+
+
+def _fwd_warps(block_l: int, block_d: int, block_n: int) -> int:
+    if FWD_WARPS:
+        return FWD_WARPS
+    return max(2, min(8, block_l * block_d * block_n // 1024))
 
 
 class TritonSelectiveScan(torch.autograd.Function):
@@ -447,7 +467,7 @@ class TritonSelectiveScan(torch.autograd.Function):
         nstate = A.shape[1]
         per = dtot // groups
         block_n = triton.next_power_of_2(nstate)
-        block_d = _block_d(per, FWD_BLOCK_D)
+        block_d = _block_d(per, FWD_BLOCK_D, groups * batch)
         nblk = triton.cdiv(per, block_d)
         nchunk = triton.cdiv(length, block_l)
         save = any(ctx.needs_input_grad[:8])
@@ -491,7 +511,7 @@ class TritonSelectiveScan(torch.autograd.Function):
             BLOCK_L=block_l,
             BLOCK_D=block_d,
             BLOCK_N=block_n,
-            num_warps=FWD_WARPS,
+            num_warps=_fwd_warps(block_l, block_d, block_n),
         )
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
@@ -506,7 +526,7 @@ class TritonSelectiveScan(torch.autograd.Function):
         nstate = A.shape[1]
         per = dtot // groups
         block_n = triton.next_power_of_2(nstate)
-        block_d = _block_d(per, BWD_BLOCK_D)
+        block_d = _block_d(per, BWD_BLOCK_D, groups * batch)
         nblk = triton.cdiv(per, block_d)
         nchunk = states.shape[1]
         f32 = torch.float32
