@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,8 @@ class TrainingWidget(QWidget):
         self._best: str | None = None
         self._last_config = None
         self._start_worker = None
+        self._watched_window = None  # napari's main window, once a run started
+        self._window_closing = False
         self.history: list = []  # every event of the current run
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -538,6 +541,7 @@ class TrainingWidget(QWidget):
             self.history = []
         self.plot.set_total_epochs(config.epochs)
         self._set_running(True)
+        self._guard_window_close(config)
         self._say('Copying the annotated slices and starting the training process…')
         from napari.qt.threading import create_worker
 
@@ -575,6 +579,65 @@ class TrainingWidget(QWidget):
             and proc.finished is None
             and (proc.is_alive() or self._start_worker is not None)
         )
+
+    def _guard_window_close(self, config) -> None:
+        """Closing napari's window during the run stops the run.
+
+        Watches the main window: when a close goes through (it is hidden
+        after its close event, so a close the user cancelled in napari's
+        confirmation does not count), the training is asked to stop after
+        its current step -- it saves the resumable checkpoint and exits, also
+        when the script or session that opened napari goes on.
+        """
+        main = self._main_window()
+        if main is not None and main is not self._watched():
+            main.installEventFilter(self)
+            # weakly: a dock must not keep napari's window alive
+            self._watched_window = weakref.ref(main)
+
+    def _watched(self):
+        return None if self._watched_window is None else self._watched_window()
+
+    def _main_window(self):
+        from qtpy.QtWidgets import QMainWindow
+
+        widget = self.parentWidget()
+        while widget is not None and not isinstance(widget, QMainWindow):
+            widget = widget.parentWidget()
+        return widget
+
+    def eventFilter(self, obj, event) -> bool:
+        """The main window's Close, then its Hide: napari is closing."""
+        from qtpy.QtCore import QEvent
+
+        kind = event.type()
+        if obj is self._watched():
+            if kind == QEvent.Type.Close:
+                self._window_closing = True
+                # a cancelled close leaves the window shown: forget it then
+                QTimer.singleShot(0, self._close_cancelled)
+            elif kind == QEvent.Type.Hide and self._window_closing:
+                self._window_closing = False
+                self.stop_for_close()
+        return False
+
+    def _close_cancelled(self) -> None:
+        window = self._watched()
+        if window is not None and window.isVisible():
+            self._window_closing = False
+
+    def stop_for_close(self) -> bool:
+        """napari is closing: ask the run to stop after its current step.
+
+        Does not wait: the child saves the resumable checkpoint and exits by
+        itself (and is reaped), and at interpreter exit
+        :class:`~napari_vmunet.training.TrainingProcess` waits for it.
+        """
+        if self.process is None or not self.running:
+            return False
+        self.process.stop()
+        self._say('napari is closing: stopping the training after this step…')
+        return True
 
     def _start_failed(self, err: BaseException) -> None:
         self.process = None

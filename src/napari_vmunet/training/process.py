@@ -72,6 +72,7 @@ class TrainingProcess:
         self._ctx = mp.get_context('spawn')
         self._process = None
         self._stop_event = None
+        self._stop_requested = False  # stop() before the child existed
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._history: list[Event] = []
         self._closed = False
@@ -89,6 +90,8 @@ class TrainingProcess:
         self._pairs = self._val_pairs = None  # the copies are what runs
         reader, writer = self._ctx.Pipe(duplex=False)
         self._stop_event = self._ctx.Event()
+        if self._stop_requested:  # e.g. napari closed while data was copied
+            self._stop_event.set()
         self._process = self._ctx.Process(
             target=_child_main,
             args=(self.config, slices, val, writer, self._stop_event, self.num_threads),
@@ -99,12 +102,16 @@ class TrainingProcess:
         self._reservation.__enter__()
         writer.close()  # the child's copy is now the only write end
         threading.Thread(
-            target=_read_events, args=(reader, self._inbox), daemon=True
+            target=_read_events,
+            args=(reader, self._inbox, self._process),
+            daemon=True,
         ).start()
         atexit.register(_shutdown, weakref.ref(self))
 
     def stop(self) -> None:
-        """Ask the run to stop after the current step (it saves ``last``)."""
+        """Ask the run to stop after the current step (it saves ``last``);
+        asked before the child runs, it stops before its first step."""
+        self._stop_requested = True
         if self._stop_event is not None:
             self._stop_event.set()
 
@@ -232,10 +239,16 @@ class TrainingProcess:
             self._process.join(5)
 
 
+#: Seconds the interpreter waits at exit for a training asked to stop: it
+#: ends after its current step and saves the resumable checkpoint (a
+#: full-size VM-UNet step takes ~13 s on a 2-core CPU); only then is it killed.
+EXIT_GRACE_S = 30.0
+
+
 def _shutdown(ref: weakref.ref) -> None:
     proc = ref()
     if proc is not None:
-        proc.shutdown()
+        proc.shutdown(grace=EXIT_GRACE_S)
 
 
 def _signal_name(number: int) -> str:
@@ -245,8 +258,10 @@ def _signal_name(number: int) -> str:
         return f'signal {number}'
 
 
-def _read_events(reader, inbox: queue.SimpleQueue) -> None:
-    """Parent side: move events from the pipe to the inbox until EOF."""
+def _read_events(reader, inbox: queue.SimpleQueue, process=None) -> None:
+    """Parent side: move events from the pipe to the inbox until EOF, then
+    reap the child: a parent that stopped polling (its window closed, a
+    script that moved on) must not keep a zombie process."""
     try:
         while True:
             inbox.put(reader.recv())
@@ -255,6 +270,10 @@ def _read_events(reader, inbox: queue.SimpleQueue) -> None:
     except Exception:  # noqa: BLE001 - a garbled message ends the channel
         pass
     finally:
+        if process is not None:
+            # the pipe closes when the child exits: this wait is short
+            with contextlib.suppress(Exception):
+                process.join(timeout=30)
         inbox.put(_EOF)
         with contextlib.suppress(OSError):
             reader.close()
