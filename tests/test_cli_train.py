@@ -62,6 +62,7 @@ def test_train_writes_a_checkpoint_and_prints_the_dice(tmp_path, files, capsys):
         capsys,
     )  # fmt: skip
     assert code == 0, stderr
+    assert 'note: recipe: the scratch preset for a new model (lr 0.001' in stderr
     assert f'best model: {out}' in stdout
     assert 'validation Dice (1 slice(s)):' in stdout
     assert 'blob' in stdout
@@ -93,6 +94,7 @@ def test_train_writes_a_checkpoint_and_prints_the_dice(tmp_path, files, capsys):
         capsys,
     )  # fmt: skip
     assert code == 0, stderr
+    assert 'note: recipe: the finetune preset for a trained model (lr 0.0001' in stderr
     prov = load_checkpoint(tuned).metadata['provenance']
     assert '--freeze-encoder' in prov['command']
     assert 'encoder frozen' in prov['notes']

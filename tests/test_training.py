@@ -84,7 +84,7 @@ def test_a_run_reports_trains_validates_and_saves(tmp_path):
     assert [e.epoch for e in ends] == [1, 2]
     assert set(ends[0].val_dice) == {'foreground'}
     assert ends[0].improved and ends[0].val_loss > 0
-    assert ends[0].lr == pytest.approx(1e-4)
+    assert ends[0].lr == pytest.approx(1e-3)  # the scratch preset
     assert finished.reason == 'completed' and finished.epochs_done == 2
     assert finished.best_path == str(out)
     assert finished.last_path == str(last_path(out))
@@ -104,7 +104,8 @@ def test_a_run_reports_trains_validates_and_saves(tmp_path):
     assert prov['epochs'] == finished.best_epoch
     assert prov['best_val_dice'] == pytest.approx(finished.best_mean_dice)
     assert '2 training and 1 validation slice(s) from blob' in prov['training_data']
-    assert 'preset=finetune' in prov['command']
+    assert 'preset=scratch' in prov['command']
+    assert any('scratch preset for a new model' in n for n in started.notes)
     last = load_checkpoint(last_path(out))
     state = last.training_state
     assert state['epoch'] == 2 and state['step'] == 0

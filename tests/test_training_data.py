@@ -370,9 +370,32 @@ def test_presets_and_overrides():
     assert full.betas == (0.9, 0.999)
     assert (full.t_max, full.eta_min, full.epochs) == (50, 1e-5, 300)
     assert full.batch_size == 32
-    fine = TrainConfig(epochs=7, lr=3e-4)
+    fine = TrainConfig(init='trained.safetensors', epochs=7, lr=3e-4)
     assert fine.preset == 'finetune' and fine.t_max == 7 and fine.lr == 3e-4
     assert fine.batch_size == 4 and fine.num_workers == 0
+
+
+def test_a_new_model_gets_the_scratch_recipe_by_itself():
+    """Issue #19: a new network at the fine-tune rate (1e-4) does not fit
+    a few slices; naming no preset picks by the starting point."""
+    new = TrainConfig()
+    assert (new.preset, new.lr, new.epochs, new.eta_min) == ('scratch', 1e-3, 60, 1e-5)
+    assert new.auto_preset and new.min_steps_per_epoch == 10 and new.t_max == 60
+    assert TrainConfig(init='vmamba:w.pth').preset == 'scratch'
+    trained = TrainConfig(init='m.safetensors')
+    assert (trained.preset, trained.lr, trained.epochs) == ('finetune', 1e-4, 20)
+    # a preset or a value the caller names wins
+    named = TrainConfig(preset='finetune')
+    assert named.lr == 1e-4 and not named.auto_preset
+    assert TrainConfig(lr=5e-4).lr == 5e-4
+    # a copy from another starting point gets that point's recipe, and keeps
+    # what the caller set
+    moved = TrainConfig(epochs=5).replace(init='m.safetensors')
+    assert (moved.preset, moved.lr, moved.epochs, moved.t_max) == (
+        'finetune', 1e-4, 5, 5
+    )
+    back = moved.replace(init=None)
+    assert (back.preset, back.lr, back.eta_min) == ('scratch', 1e-3, 1e-5)
 
 
 @pytest.mark.parametrize(

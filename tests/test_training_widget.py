@@ -176,6 +176,26 @@ def test_slice_axis_is_offered_for_volumes_only(docks):
     assert not train.slice_axis.isEnabled()
 
 
+def test_the_recipe_follows_the_starting_point(docks, start_ckpt):
+    """A new model gets the scratch preset's learning rate (issue #19), a
+    trained one the fine-tune preset's; the user's own epochs survive a
+    change of checkpoint that keeps the preset."""
+    _, train, _, _ = docks
+    train.start_from.setCurrentIndex(train.start_from.findData('scratch-small'))
+    config = train.config()
+    assert (config.preset, config.lr, config.epochs) == ('scratch', 1e-3, 60)
+    assert config.dims == [24, 48, 96, 192]
+    train.set_start_checkpoint(start_ckpt)
+    assert (train.config().preset, train.lr.value()) == ('finetune', 1e-4)
+    train.epochs.setValue(7)
+    builtin = next(
+        i for i in range(train.start_from.count())
+        if train.start_from.itemText(i).startswith('built-in')
+    )  # fmt: skip
+    train.start_from.setCurrentIndex(builtin)
+    assert (train.config().preset, train.config().epochs) == ('finetune', 7)
+
+
 def test_decoder_only_fine_tuning_is_one_check_box(docks):
     _, train, _, _ = docks
     assert train.config().freeze_encoder is False

@@ -172,8 +172,13 @@ class TrainingWidget(QWidget):
         inner = QWidget()
         form = QFormLayout(inner)
         self.preset = compact(QComboBox())
+        self.preset.addItem('scratch (a new model, a few slices)', 'scratch')
         self.preset.addItem('fine-tune (a few corrected slices)', 'finetune')
         self.preset.addItem('full (the original VM-UNet recipe)', 'full')
+        self.preset.setToolTip(
+            'Follows "Start from": scratch (lr 1e-3) for a new model, fine-tune '
+            '(lr 1e-4) for a trained one'
+        )
         self.preset.currentIndexChanged.connect(self._preset_changed)
         form.addRow('Preset', self.preset)
         self.epochs = QSpinBox(minimum=1, maximum=10000)
@@ -255,6 +260,8 @@ class TrainingWidget(QWidget):
 
         self._fill_start_from()
         self._fill_devices()
+        self.start_from.currentIndexChanged.connect(self._follow_start_from)
+        self._follow_start_from()
         self._preset_changed()
         self.image_layer.currentIndexChanged.connect(self._suggest_output)
         listen(self, self._on_published)
@@ -302,6 +309,23 @@ class TrainingWidget(QWidget):
         """Before (or between) runs the plot's axis spans the epochs set."""
         if not self.running and hasattr(self, 'plot'):
             self.plot.set_total_epochs(value)
+
+    def _follow_start_from(self, *_args) -> None:
+        """The preset a run from the chosen starting point needs: a new
+        model learns at the scratch preset's rate, a trained one is
+        fine-tuned (``training.default_preset``)."""
+        from ..training import default_preset
+
+        choice = self.start_from.currentData()
+        if choice in ('scratch', 'scratch-small'):
+            init = None
+        elif choice == 'vmamba?' or str(choice).startswith('vmamba:'):
+            init = 'vmamba:'
+        else:
+            init = 'checkpoint'
+        # a changed preset refills epochs, lr and batch; the same one keeps
+        # what the user typed
+        self.preset.setCurrentIndex(self.preset.findData(default_preset(init)))
 
     def _preset_changed(self, *_args) -> None:
         from ..training import PRESETS

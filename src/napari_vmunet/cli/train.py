@@ -77,10 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add(
         '--preset',
-        choices=('finetune', 'full'),
-        default='finetune',
-        help='finetune: lr 1e-4, 20 epochs, batch 4 (default); full: the '
-        'original recipe (lr 1e-3, cosine T_max 50, 300 epochs, batch 32)',
+        choices=('scratch', 'finetune', 'full'),
+        default=None,
+        help='scratch: a new model from a few slices (lr 1e-3, 60 epochs, batch '
+        '4; the default without --init); finetune: a trained model on a few '
+        'corrected slices (lr 1e-4, 20 epochs, batch 4; the default with '
+        '--init); full: the original recipe (lr 1e-3, cosine T_max 50, 300 '
+        'epochs, batch 32)',
     )
     add('--epochs', type=int, help="number of epochs (default: the preset's)")
     add('--steps-per-epoch', type=int, help='optimisation steps per epoch')
@@ -244,7 +247,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ['--output', args.output]
     for key in _ORDER:
         value = getattr(args, key)
-        if value is not None and not (key == 'preset' and value == 'finetune'):
+        if value is not None:
             words += [f'--{key.replace("_", "-")}', str(value)]
     words += ['--resume'] if args.resume else []
     words += ['--overwrite'] if args.overwrite else []

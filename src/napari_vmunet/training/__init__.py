@@ -14,7 +14,7 @@ separate process for the GUI (stop, kill, crash detection).
 """
 
 from .augment import AugmentConfig, random_tile
-from .config import PRESETS, TrainConfig, last_path
+from .config import PRESETS, TrainConfig, default_preset, last_path
 from .data import (
     AnnotatedSlice,
     Sample,
@@ -53,6 +53,7 @@ __all__ = [
     'as_stop_callable',
     'evaluate',
     'extract_slices',
+    'default_preset',
     'last_path',
     'make_loss',
     'prepare_samples',

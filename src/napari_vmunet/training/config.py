@@ -1,4 +1,4 @@
-"""The training recipe: one dataclass, two presets, explicit overrides.
+"""The training recipe: one dataclass, three presets, explicit overrides.
 
 ``'full'`` is the original VM-UNet recipe (spec §4): AdamW(lr 1e-3, betas
 (0.9, 0.999), eps 1e-8, weight decay 1e-2 on *all* parameters),
@@ -7,10 +7,17 @@ epochs, batch 32, BCE + Dice (one class) / CE + Dice (several).
 ``'finetune'`` is for a few corrected slices on top of a trained model: the
 same optimiser at lr 1e-4, a cosine decay over the run, 20 epochs of at
 least 10 steps, batch 4.
+``'scratch'`` is for a new model taught from a few annotated slices: the
+original learning rate 1e-3 (a new network at 1e-4 does not even fit its own
+training slices in a few hundred steps: issue #19, ``benchmarks/fewshot.py``),
+a cosine decay over 60 epochs of at least 10 steps, batch 4.
 
-Fields left ``None`` are filled from the preset (or, for the tile size and
-normalisation, from the checkpoint training starts from), so that
-``TrainConfig(epochs=5)`` is the fine-tuning preset with five epochs.
+``preset=None`` picks by the starting point (:func:`default_preset`):
+``'scratch'`` for a new model (or ImageNet VMamba weights, whose decoder is
+new), ``'finetune'`` for a trained checkpoint.  Fields left ``None`` are
+filled from the preset (or, for the tile size and normalisation, from the
+checkpoint training starts from), so that ``TrainConfig(init=ckpt,
+epochs=5)`` is the fine-tuning preset with five epochs.
 """
 
 from __future__ import annotations
@@ -35,6 +42,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         'batch_size': 4,
         't_max': None,  # cosine over the whole run
         'eta_min': 1e-6,
+        'min_steps_per_epoch': 10,
+    },
+    'scratch': {
+        'epochs': 60,
+        'lr': 1e-3,
+        'weight_decay': 1e-2,
+        'betas': (0.9, 0.999),
+        'eps': 1e-8,
+        'batch_size': 4,
+        't_max': None,  # cosine over the whole run
+        'eta_min': 1e-5,
         'min_steps_per_epoch': 10,
     },
     'full': {
@@ -132,7 +150,7 @@ class TrainConfig:
     """
 
     output: str | Path | None = None
-    preset: str = 'finetune'
+    preset: str | None = None
     init: str | Path | None = None
     resume: bool = False
     # model
@@ -179,15 +197,19 @@ class TrainConfig:
     explicit: frozenset | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(
-                f'unknown preset {self.preset!r}; use one of {", ".join(PRESETS)}'
-            )
+        if self.init is not None:
+            self.init = str(self.init)
         if self.explicit is None:
             self.explicit = frozenset(
                 f.name
                 for f in dataclasses.fields(self)
                 if f.name in RECIPE_FIELDS and getattr(self, f.name) != f.default
+            )
+        if self.preset is None:
+            self.preset = default_preset(self.init)
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f'unknown preset {self.preset!r}; use one of {", ".join(PRESETS)}'
             )
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
@@ -196,8 +218,6 @@ class TrainConfig:
             self.t_max = self.epochs
         if self.output is not None:
             self.output = Path(self.output).expanduser()
-        if self.init is not None:
-            self.init = str(self.init)
         if self.class_names is not None:
             self.class_names = [str(n) for n in self.class_names]
         for key in ('dims', 'depths', 'depths_decoder'):
@@ -277,10 +297,20 @@ class TrainConfig:
         keys = ('dims', 'depths', 'depths_decoder', 'd_state', 'drop_path_rate')
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
+    @property
+    def auto_preset(self) -> bool:
+        """Whether the preset was chosen by the starting point, not given."""
+        return 'preset' not in self.explicit
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (validated again); changed recipe fields
-        count as set by the caller."""
+        count as set by the caller.  Fields the preset filled are filled
+        again, so a copy with another ``init`` or ``preset`` gets that
+        preset's values, not the old ones."""
         given = self.explicit | (set(changes) & set(RECIPE_FIELDS))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in set(RECIPE_FIELDS) - given:
+            changes.setdefault(key, defaults[key])
         return dataclasses.replace(self, **changes, explicit=frozenset(given))
 
     def recipe(self) -> dict[str, Any]:
@@ -355,6 +385,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and a.samefile(b)
     except OSError:
         return False
+
+
+def default_preset(init: str | Path | None) -> str:
+    """The preset for a run that names none: ``'finetune'`` for a trained
+    checkpoint, ``'scratch'`` for a new model or ImageNet VMamba weights
+    (their decoder and head are new, and the original trains them at 1e-3)."""
+    if init is None or str(init).startswith(VMAMBA_PREFIX):
+        return 'scratch'
+    return 'finetune'
 
 
 def last_path(output: str | Path) -> Path:

@@ -101,6 +101,15 @@ def _image_names(slices: Sequence[AnnotatedSlice]) -> list[str]:
     return names
 
 
+def describe_preset_choice(config: TrainConfig) -> str:
+    """Why a run that named no preset got the one it has."""
+    why = 'a new model' if config.preset == 'scratch' else 'a trained model'
+    return (
+        f'recipe: the {config.preset} preset for {why} (lr {config.lr:g}, '
+        f'{config.epochs} epochs)'
+    )
+
+
 def as_stop_callable(stop: StopRequest) -> Callable[[], bool]:
     """``None``, anything with ``is_set()`` (threading / multiprocessing
     events) or a callable -> a callable returning ``True`` to stop."""
@@ -152,6 +161,8 @@ class Trainer:
             shown = ', '.join(f'{k}={v}' for k, v in adopted.items())
             self.notes.append(f"resumed with the run's own settings: {shown}")
         self._setup_meta(init)
+        if config.auto_preset and state is None:
+            self.notes.append(describe_preset_choice(config))
         if config.freeze_encoder:
             self.notes.append(self._freeze_encoder(init))
         samples = self.prepare(slices)
