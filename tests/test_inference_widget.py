@@ -193,3 +193,41 @@ def test_chosen_checkpoints_are_remembered_across_sessions(
     assert remembered(InferenceWidget(viewer)) == [str(other), str(tiny_ckpt)]
     other.unlink()  # files that are gone are dropped
     assert remembered(InferenceWidget(viewer)) == [str(tiny_ckpt)]
+
+
+def test_the_model_that_suits_the_image_is_preselected_and_never_a_wrong_one(
+    make_napari_viewer, qtbot
+):
+    """Issue #16, item 1: the nuclei sample gets demo-nuclei (not the first
+    listed, demo-brain), the brain volume demo-brain, and an image no model
+    is known to suit gets no model and no Run until the user chooses."""
+    viewer = make_napari_viewer()
+    viewer.open_sample('napari-vmunet', 'nuclei')
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+
+    def chosen():
+        return str(widget.checkpoint_path() or '')
+
+    qtbot.waitUntil(
+        lambda: chosen().endswith('demo-nuclei.safetensors'), timeout=60_000
+    )
+    assert 'trained on images like' in widget.status.text()
+    brain, _ = load_sample('brain')
+    volume = viewer.add_image(np.asarray(brain.data), name='brain')
+    widget.set_image_layer(volume)
+    qtbot.waitUntil(lambda: chosen().endswith('demo-brain.safetensors'), timeout=60_000)
+    nuclei = np.asarray(viewer.layers[0].data)
+    inverted = viewer.add_image(nuclei.max() - nuclei, name='inverted')
+    widget.set_image_layer(inverted)
+    qtbot.waitUntil(lambda: widget.checkpoint_path() is None, timeout=60_000)
+    assert 'No listed model is known to suit “inverted”' in widget.model_info.text()
+    assert not widget.run_button.isEnabled()
+    # the user's own choice is kept whatever the image
+    widget.checkpoint.setCurrentIndex(0)
+    widget.checkpoint.activated.emit(0)
+    widget.set_image_layer(volume)
+    widget.set_image_layer(inverted)
+    qtbot.wait(500)
+    assert widget.checkpoint_path() == widget.checkpoint.itemData(0)
+    assert widget.run_button.isEnabled()

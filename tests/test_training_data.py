@@ -392,7 +392,10 @@ def test_a_new_model_gets_the_scratch_recipe_by_itself():
     # what the caller set
     moved = TrainConfig(epochs=5).replace(init='m.safetensors')
     assert (moved.preset, moved.lr, moved.epochs, moved.t_max) == (
-        'finetune', 1e-4, 5, 5
+        'finetune',
+        1e-4,
+        5,
+        5,
     )
     back = moved.replace(init=None)
     assert (back.preset, back.lr, back.eta_min) == ('scratch', 1e-3, 1e-5)

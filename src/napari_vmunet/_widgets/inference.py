@@ -92,6 +92,21 @@ def gone() -> str:
     )
 
 
+def _fits(paths: list[str], data, rgb: bool) -> list:
+    """How well each checkpoint suits ``data`` (worker thread); a file that
+    cannot be read suits nothing."""
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..inference.fit import Fit, assess_fit
+
+    fits = []
+    for path in paths:
+        try:
+            fits.append(assess_fit(load_checkpoint(path), data, rgb=rgb))
+        except (CheckpointError, OSError, ValueError) as err:
+            fits.append(Fit(False, None, (str(err),)))
+    return fits
+
+
 class InferenceWidget(QWidget):
     """Run a VM-UNet checkpoint on an image layer (2D, RGB, multichannel, 3D)."""
 
@@ -112,7 +127,12 @@ class InferenceWidget(QWidget):
         self._job_over = False
         #: checkpoint path -> why it cannot be used (Run stays disabled)
         self._unusable: dict[str, str] = {}
+        self._run_warnings = ''
         self.last_result = None  # (params, PredictionResult) of the last run
+        # the user (or a published model) chose the checkpoint: no more
+        # preselection by fit
+        self._model_chosen = False
+        self._fit_worker = None
 
         layout = scrolling_layout(self)  # fits a laptop screen, tabs with ours
 
@@ -255,6 +275,7 @@ class InferenceWidget(QWidget):
         self.image_layer.currentIndexChanged.connect(self._image_changed)
         self.channel_axis.currentIndexChanged.connect(self._refresh_slice_axes)
         self.checkpoint.currentIndexChanged.connect(self._checkpoint_changed)
+        self.checkpoint.activated.connect(self._user_chose_model)
         self.device.currentIndexChanged.connect(self._update_diagnostics)
         listen(self, self._on_model_published)
         self._image_changed()
@@ -274,6 +295,47 @@ class InferenceWidget(QWidget):
                 self.checkpoint.count() - 1, path, Qt.ItemDataRole.ToolTipRole
             )
         self.checkpoint.blockSignals(False)
+
+    def _user_chose_model(self, *_args) -> None:
+        self._model_chosen = True
+
+    def _preselect_model(self) -> None:
+        """Select the listed model that suits the image (``inference.fit``);
+        select none when no model is known to suit it, so that a wrong
+        guess is never made for the user.  Runs off the GUI thread: each
+        checkpoint is read and a few planes of the image are compared."""
+        layer = self.image_layer.value()
+        if self._model_chosen or layer is None or self.checkpoint.count() == 0:
+            return
+        from napari.qt.threading import create_worker
+
+        paths = [self.checkpoint.itemData(i) for i in range(self.checkpoint.count())]
+        data = layer.data[0] if getattr(layer, 'multiscale', False) else layer.data
+        worker = create_worker(_fits, paths, data, bool(layer.rgb), _ignore_errors=True)
+        worker.returned.connect(lambda fits: self._apply_preselection(layer, fits))
+        self._fit_worker = worker
+        worker.start()
+
+    def _apply_preselection(self, layer, fits) -> None:
+        from ..inference.fit import best_fit
+
+        if self._model_chosen or layer is not self.image_layer.value():
+            return  # the user chose meanwhile, or moved to another image
+        index = best_fit(fits)
+        if index is None:
+            self.checkpoint.setCurrentIndex(-1)
+            self.model_info.setText(
+                f'<b>No listed model is known to suit “{layer.name}”.</b> '
+                'Choose one (Checkpoint or Browse…), or fine-tune a new model '
+                'on a few annotated slices (Fine-tune dock).'
+            )
+            self.run_button.setEnabled(False)
+            return
+        self.checkpoint.setCurrentIndex(index)
+        self.status.setText(
+            f'Chose {self.checkpoint.itemText(index)}: it was trained on images '
+            f'like “{layer.name}”.'
+        )
 
     def _fill_devices(self) -> None:
         from ..inference import available_devices
@@ -314,6 +376,7 @@ class InferenceWidget(QWidget):
             self._unusable.pop(path, None)
             if not path.startswith(str(Path(__file__).parents[1])):
                 remember_checkpoint(path)
+        self._model_chosen = True
         self.checkpoint.setCurrentIndex(index)
         self._checkpoint_changed()
 
@@ -351,7 +414,7 @@ class InferenceWidget(QWidget):
         path = self.checkpoint_path()
         self._update_run_enabled()
         if not path:
-            self.model_info.setText('No checkpoint: Browse… to choose one.')
+            self.model_info.setText('No checkpoint: choose one, or Browse….')
             return
         if path in self._unusable:
             self._show_unusable(path)
@@ -440,6 +503,7 @@ class InferenceWidget(QWidget):
                 )
         self.channel_axis.setEnabled(not layer.rgb and ndim >= 3)
         self._refresh_slice_axes()
+        self._preselect_model()
 
     def _refresh_slice_axes(self, *_args) -> None:
         """Offer the spatial axes (data axes without the channel axis) of a
@@ -531,6 +595,7 @@ class InferenceWidget(QWidget):
         self._worker.aborted.connect(self._on_aborted)
         self._worker.finished.connect(self._on_finished)
         self._job_over = False
+        self._run_warnings = ''
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -611,7 +676,12 @@ class InferenceWidget(QWidget):
             if step.slices_total > 1
             else ''
         )
-        self.status.setText(f'Predicting: {where}tile {step.done}/{step.total}')
+        if step.warnings:
+            self._run_warnings = ' '.join(step.warnings)
+        text = f'Predicting: {where}tile {step.done}/{step.total}'
+        if self._run_warnings:
+            text += f' — {self._run_warnings}'
+        self.status.setText(text)
         # napari's progress bar processes pending events on every update
         # (a repaint, and re-entrancy): a few updates a second are plenty
         now = time.monotonic()

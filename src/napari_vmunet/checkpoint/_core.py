@@ -24,6 +24,7 @@ from .._files import (
 )
 from .._version import __version__
 from ..model import VMUNet
+from ..rules.input_stats import check_stats
 from ._errors import CheckpointError, CheckpointWarning
 from ._io import (
     check_file,
@@ -58,6 +59,10 @@ ORIGINAL_SUFFIXES = ('.pth', '.pt')
 TRAIN_STATE_SUFFIX = '.train_state.pt'
 #: safetensors string-metadata key pairing a checkpoint with its sidecar
 TRAIN_STATE_ID_KEY = 'napari_vmunet_training_state'
+#: safetensors metadata entry: what the training inputs looked like
+#: (``rules.input_stats``); outside the validated document, so older readers
+#: ignore it and older files simply have none
+TRAINING_STATS_KEY = 'napari_vmunet_training_stats'
 _SIDECAR_FORMAT = 'napari-vmunet-training-state'
 _SYNAPSE_CLASSES = 9
 _SYNAPSE_TILE = 224
@@ -79,6 +84,9 @@ class Checkpoint:
     source_format: str
     #: optimizer/scheduler/epoch... when the file (or our sidecar) has them
     training_state: dict | None = None
+    #: summary of the training inputs (``rules.input_stats``); None for files
+    #: written before it was recorded, and for the original's
+    training_stats: dict | None = None
 
     @property
     def parameter_count(self) -> int:
@@ -281,7 +289,26 @@ def _load_ours(path: Path) -> Checkpoint:
         )
     model = load_strict(config, tensors, 'architecture in its metadata')
     training_state = _read_sidecar(path, st_meta.get(TRAIN_STATE_ID_KEY))
-    return Checkpoint(model, config, metadata, path, 'napari-vmunet', training_state)
+    return Checkpoint(
+        model,
+        config,
+        metadata,
+        path,
+        'napari-vmunet',
+        training_state,
+        _read_training_stats(st_meta.get(TRAINING_STATS_KEY)),
+    )
+
+
+def _read_training_stats(raw: str | None) -> dict | None:
+    """The training-input summary, or None when absent or not understood
+    (it only informs warnings, so it never makes a file unusable)."""
+    if raw is None or len(raw) > 100_000:
+        return None
+    try:
+        return check_stats(json.loads(raw))
+    except (ValueError, RecursionError):
+        return None
 
 
 def _read_metadata(st_meta: Mapping[str, str]) -> dict:
@@ -431,6 +458,7 @@ def save_checkpoint(
     path: str | os.PathLike,
     metadata: dict | None = None,
     training_state: dict | None = None,
+    training_stats: dict | None = None,
 ) -> Path:
     """Write ``model`` as a napari-vmunet ``.safetensors`` checkpoint.
 
@@ -451,6 +479,11 @@ def save_checkpoint(
     sidecar is never paired with other weights; saving without
     ``training_state`` removes an old sidecar.
 
+    ``training_stats``: the summary of the training inputs
+    (:func:`~napari_vmunet.rules.input_stats.summarize_inputs`), stored so
+    that inference can warn about images far from them; a
+    :class:`Checkpoint` passed as ``model`` keeps its own unless given.
+
     Both files are written atomically (temporary file, fsync, rename): on
     failure the previous files are untouched.  A crash cannot leave a pair
     that does not resume: both temporary files are complete before the
@@ -460,6 +493,10 @@ def save_checkpoint(
     written.
     """
     net, base = _unwrap(model)
+    if training_stats is None and isinstance(model, Checkpoint):
+        training_stats = model.training_stats
+    if training_stats is not None and check_stats(training_stats) is None:
+        raise ValueError('training_stats is not a summary from summarize_inputs()')
     path = Path(path).expanduser()
     if path.suffix != OUR_SUFFIX:
         raise ValueError(
@@ -485,6 +522,8 @@ def save_checkpoint(
         METADATA_KEY: json.dumps(meta, allow_nan=False),
         'napari_vmunet_format_version': str(FORMAT_VERSION),
     }
+    if training_stats is not None:
+        st_meta[TRAINING_STATS_KEY] = json.dumps(training_stats, allow_nan=False)
     path = prepare_destination(path)
     side = training_state_path(path)
     # the weights first: they are never older than their sidecar, and a

@@ -46,6 +46,7 @@ from ..rules.tiling import (
     tile_slices,
 )
 from .device import resolve_device
+from .fit import judge_fit, sample_planes
 from .preprocess import check_normalization, map_channels, normalize
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Progress:
     slices_done: int
     slices_total: int
     message: str = ''
+    #: what the user should know before the result arrives (the first
+    #: Progress of a run carries the warnings found up front)
+    warnings: tuple[str, ...] = ()
 
     @property
     def fraction(self) -> float:
@@ -265,6 +269,31 @@ class Predictor:
 
     # -- what the model is ------------------------------------------------
     @property
+    def model_name(self) -> str:
+        """The checkpoint's file name without suffix, for messages."""
+        path = getattr(self.checkpoint, 'path', None)
+        return Path(path).stem if path else 'the model'
+
+    def _fit_notes(self, fit) -> list[str]:
+        note = fit.warning(self.model_name)
+        if note:
+            warnings.warn(note, UserWarning, stacklevel=4)
+        return [note] if note else []
+
+    def assess_fit(self, image: Any, **axes: Any):
+        """How well the model suits ``image`` (:func:`.fit.assess_fit`),
+        normalised as this predictor normalises."""
+        from .fit import assess_fit
+
+        return assess_fit(
+            self.checkpoint,
+            image,
+            normalization=self.normalization,
+            channels=self.input_channels,
+            **axes,
+        )
+
+    @property
     def num_classes(self) -> int:
         return int(self.model.num_classes)
 
@@ -366,6 +395,21 @@ class Predictor:
                 warnings.warn(note, UserWarning, stacklevel=3)
         else:
             inspector = PlaneInspector(self.normalization)
+        # does the model suit the image?  Lazy images are judged on the
+        # planes the run reads anyway, at the end
+        fit_planes, fit_inputs = None, []
+        if inspector is None:
+            fit = self.assess_fit(
+                image,
+                channel_axis=channel_axis,
+                slice_axis=slice_axis,
+                rgb=rgb,
+                channel_map=channel_map,
+            )
+            # a model that cannot take the image fails below, with the fix
+            notes += self._fit_notes(fit) if fit.usable else []
+        else:
+            fit_planes = set(sample_planes(layout.n_slices))
         spatial = layout.spatial_shape
         height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
         tile = tile_shape(height, width, self.tile_size)
@@ -390,7 +434,7 @@ class Predictor:
         queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
         done = slices_done = 0
         pos = 0
-        yield Progress(0, total, 0, n_slices, 'starting')
+        yield Progress(0, total, 0, n_slices, 'starting', tuple(notes))
         while pos < len(queue):
             batch = queue[pos : pos + batch_size]
             for z, _ in batch:
@@ -398,6 +442,13 @@ class Predictor:
                     plane = layout.plane(image, z)
                     if inspector is not None:
                         inspector.add(z, plane)
+                    if fit_planes is not None and z in fit_planes:
+                        x = normalize(plane, self.normalization)
+                        fit_inputs.append(
+                            map_channels(
+                                x, self.input_channels, channel_map, rgb=layout.rgb
+                            )
+                        )
                     in_flight[z] = self._prepare(
                         plane, layout.rgb, channel_map, ph, pw, len(windows)
                     )
@@ -436,6 +487,9 @@ class Predictor:
             notes += report.warnings
             for note in report.warnings:
                 warnings.warn(note, UserWarning, stacklevel=3)
+            kind = 'volume' if n_slices > 1 else '2d'
+            stats = getattr(self.checkpoint, 'training_stats', None)
+            notes += self._fit_notes(judge_fit(stats, fit_inputs, kind))
         return PredictionResult(
             labels=labels,
             probabilities=probs,

@@ -76,6 +76,7 @@ class AnnotatedSlice:
     background: bool  # declared background-only
     rgb: bool = False
     channel_map: tuple[int, ...] | None = None
+    from_volume: bool = False  # a slice of a volume, not a 2-D image
 
 
 @dataclass(eq=False)
@@ -169,6 +170,7 @@ def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
                 background=z in background,
                 rgb=layout.rgb,
                 channel_map=channel_map,
+                from_volume=pos is not None,
             )
         )
     return out

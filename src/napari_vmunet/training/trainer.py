@@ -48,6 +48,7 @@ from ..checkpoint._state import describe_architecture
 from ..inference.device import resolve_device
 from ..inference.preprocess import check_normalization
 from ..model import VMUNet
+from ..rules.input_stats import summarize_inputs
 from ..rules.tiling import DEFAULT_TILE, check_tile
 from .augment import AugmentConfig
 from .config import TrainConfig, last_path
@@ -99,6 +100,21 @@ def _image_names(slices: Sequence[AnnotatedSlice]) -> list[str]:
         if name not in names:
             names.append(name)
     return names
+
+
+def summarize_training_inputs(
+    slices: Sequence[AnnotatedSlice], samples: Sequence[Sample], normalization: dict
+) -> dict:
+    """The summary of the network's training inputs that the checkpoint
+    keeps, so that inference can tell an image far from them."""
+    kinds = {s.from_volume for s in slices}
+    kind = 'mixed' if len(kinds) > 1 else ('volume' if kinds == {True} else '2d')
+    return summarize_inputs(
+        (s.image for s in samples),
+        kind=kind,
+        channels=max((s.image.shape[0] for s in slices), default=1),
+        value_range=tuple(normalization.get('range', (0.0, 255.0))),
+    )
 
 
 def describe_preset_choice(config: TrainConfig) -> str:
@@ -175,6 +191,11 @@ class Trainer:
             self.train_samples = [samples[i] for i in train]
             self.val_samples = [samples[i] for i in val]
         self._check_foreground()
+        self.training_stats = summarize_training_inputs(
+            [*slices, *val_slices],
+            [*self.train_samples, *self.val_samples],
+            self.normalization,
+        )
         self.batch_size = config.batch_size
         self.steps_per_epoch = config.steps_per_epoch or max(
             config.min_steps_per_epoch,
@@ -501,7 +522,12 @@ class Trainer:
                     for k, v in self.model.state_dict().items()
                 }
             elif self.is_main_process:
-                save_checkpoint(self.model, self.output, metadata=self._metadata())
+                save_checkpoint(
+                    self.model,
+                    self.output,
+                    metadata=self._metadata(),
+                    training_stats=self.training_stats,
+                )
                 events.append(Saved(str(self.output), 'best', self.epoch))
         if self.output is not None and self.is_main_process:
             save_checkpoint(
@@ -509,6 +535,7 @@ class Trainer:
                 self.last_output,
                 metadata=self._metadata(),
                 training_state=self._training_state(),
+                training_stats=self.training_stats,
             )
             events.append(Saved(str(self.last_output), 'last', self.epoch))
         self._dirty = False
@@ -522,6 +549,7 @@ class Trainer:
                 self.last_output,
                 metadata=self._metadata(),
                 training_state=self._training_state(),
+                training_stats=self.training_stats,
             )
             saved = Saved(str(self.last_output), 'last', self.epoch)
             yield saved
