@@ -100,7 +100,9 @@ def test_tiles_blend_without_seams(shape):
     image = rng.random((*shape, 3)).astype(np.float32) * 255
     image[0, 0] = (0, 0, 0)  # pin min/max so normalisation is the identity
     image[0, 1] = (255, 255, 255)
-    pred = Predictor(wrap(model, tile=64), device='cpu', overlap=0.5, batch_size=3)
+    pred = Predictor(
+        wrap(model, tile=64), device='cpu', tile_size=64, overlap=0.5, batch_size=3
+    )
     result = pred.predict(image, return_probabilities=True)
     want = torch.softmax(direct(model, image.transpose(2, 0, 1)), 0).numpy()
     np.testing.assert_allclose(result.probabilities, want, atol=2e-3)
@@ -194,7 +196,7 @@ def test_channel_mapping_errors_say_what_to_do():
 
 
 def test_progress_and_generator_protocol(tiny3):
-    pred = Predictor(wrap(tiny3), device='cpu', batch_size=2, overlap=0.5)
+    pred = Predictor(wrap(tiny3), device='cpu', batch_size=2, overlap=0.5, tile_size=64)
     gen = pred.iter_predict(np.random.default_rng(8).random((2, 100, 100)))
     steps = []
     with pytest.raises(StopIteration) as stop:
@@ -208,7 +210,7 @@ def test_progress_and_generator_protocol(tiny3):
 
 def test_cancel_takes_effect_within_one_batch():
     model = PixelModel()
-    pred = Predictor(wrap(model, tile=64), device='cpu', batch_size=1)
+    pred = Predictor(wrap(model, tile=64), device='cpu', tile_size=64, batch_size=1)
     event = threading.Event()
     seen = []
 
@@ -234,12 +236,14 @@ class FlakyOOM(PixelModel):
 def test_out_of_memory_halves_the_tile_batch_and_still_finishes():
     model = FlakyOOM()
     image = np.random.default_rng(9).random((150, 150, 3)) * 255
-    pred = Predictor(wrap(model, tile=64), device='cpu', batch_size=4)
+    pred = Predictor(wrap(model, tile=64), device='cpu', tile_size=64, batch_size=4)
     with pytest.warns(RuntimeWarning, match='out of memory'):
         result = pred.predict(image, return_probabilities=True)
     assert any('4 -> 2' in w for w in result.warnings)
     assert any('2 -> 1' in w for w in result.warnings)
-    reference = Predictor(wrap(PixelModel(), tile=64), device='cpu', batch_size=1)
+    reference = Predictor(
+        wrap(PixelModel(), tile=64), device='cpu', tile_size=64, batch_size=1
+    )
     want = reference.predict(image, return_probabilities=True)
     np.testing.assert_array_equal(result.probabilities, want.probabilities)
 
@@ -249,7 +253,9 @@ def test_out_of_memory_at_batch_one_on_cpu_explains():
         def forward(self, x):
             raise RuntimeError('DefaultCPUAllocator: not enough memory: out of memory')
 
-    pred = Predictor(wrap(AlwaysOOM(), tile=64), device='cpu', batch_size=1)
+    pred = Predictor(
+        wrap(AlwaysOOM(), tile=64), device='cpu', tile_size=64, batch_size=1
+    )
     with pytest.raises(MemoryError, match='smaller tile size'):
         pred.predict(noise((64, 64)))
 
@@ -330,3 +336,50 @@ def test_cpu_threads_leave_a_core_free_and_are_restored(tiny3):
     with pytest.raises(Cancelled):
         pred.predict(noise((200, 200)), should_cancel=lambda: bool(seen))
     assert torch.get_num_threads() == before
+
+
+def test_the_window_is_chosen_per_image_and_device_not_by_the_training_tile(tiny3):
+    """Issue #16, item 6: a model trained on 64² crops predicts a slice that
+    fits in one window in one window, and large images in device-sized
+    tiles; the result equals an explicit whole-image run."""
+    from napari_vmunet.rules.tiling import AUTO_TILE, auto_tile
+
+    assert auto_tile(233, 197, 'cpu') == 0 and auto_tile(512, 512, 'cpu') == 0
+    assert auto_tile(600, 600, 'cpu') == AUTO_TILE['cpu'] == 256
+    assert auto_tile(2000, 2000, 'cuda') == 0
+    assert auto_tile(3000, 3000, 'cuda') == 1024
+    pred = Predictor(wrap(tiny3, tile=64), device='cpu')
+    image = np.random.default_rng(3).random((2, 120, 100)).astype(np.float32)
+    steps = list_steps(pred, image)
+    assert steps[-1].total == 2  # one window per slice, not 2 x 6 tiles of 64²
+    whole = Predictor(wrap(tiny3, tile=64), device='cpu', tile_size=0).predict(image)
+    np.testing.assert_array_equal(pred.predict(image).labels, whole.labels)
+    big = np.random.default_rng(4).random((600, 600)).astype(np.float32)
+    assert list_steps(pred, big)[-1].total == 9  # 3 x 3 tiles of 256²
+
+
+def list_steps(pred, image):
+    gen = pred.iter_predict(image)
+    steps = []
+    with pytest.raises(StopIteration):
+        while True:
+            steps.append(next(gen))
+    return steps
+
+
+def test_progress_says_how_long_is_left(tiny3):
+    """Issue #16, item 7: a time estimate from the pace so far."""
+    from napari_vmunet.inference.predictor import format_duration
+
+    pred = Predictor(wrap(tiny3), device='cpu', tile_size=64, batch_size=1)
+    steps = list_steps(pred, np.random.default_rng(5).random((3, 64, 64)))
+    assert steps[1].seconds_left is None  # no pace yet after the first batch
+    middle = steps[2]
+    assert middle.seconds_left is not None and middle.seconds_left > 0
+    assert middle.describe().startswith('slice 2/3, tile 2/3, about ')
+    assert steps[-1].describe() == 'slice 3/3, tile 3/3'
+    assert [format_duration(s) for s in (4, 200, 3900)] == [
+        '4 s',
+        '3 min',
+        '1 h 05 min',
+    ]

@@ -209,10 +209,11 @@ class InferenceWidget(QWidget):
         )
         form.addRow('Tile overlap', self.overlap)
         self.tile_size = QSpinBox(minimum=0, maximum=2048, singleStep=32)
-        self.tile_size.setSpecialValueText('from model')
+        self.tile_size.setSpecialValueText('auto')
         self.tile_size.setToolTip(
-            'Sliding-window size (multiple of 32); '
-            'default: the size the model was trained at'
+            'Sliding-window size (multiple of 32); auto: the whole slice when '
+            'it fits (512² on a CPU, 2048² on a GPU), else tiles sized for '
+            'the device'
         )
         form.addRow('Tile size', self.tile_size)
         self.whole_image = QCheckBox('whole image at once (no tiles)')
@@ -671,14 +672,9 @@ class InferenceWidget(QWidget):
         if step.total:
             self.progress.setRange(0, step.total)
             self.progress.setValue(step.done)
-        where = (
-            f'slice {step.slices_done}/{step.slices_total}, '
-            if step.slices_total > 1
-            else ''
-        )
         if step.warnings:
             self._run_warnings = ' '.join(step.warnings)
-        text = f'Predicting: {where}tile {step.done}/{step.total}'
+        text = f'Predicting: {step.describe()}'
         if self._run_warnings:
             text += f' — {self._run_warnings}'
         self.status.setText(text)

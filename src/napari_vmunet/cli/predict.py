@@ -72,7 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override the checkpoint's input normalisation: minmax, "
         'percentile[:LOW,HIGH] (robust to outliers) or window:LOW,HIGH',
     )
-    p.add_argument('--tile-size', type=int, default=None)
+    p.add_argument(
+        '--tile-size',
+        type=int,
+        default=None,
+        help='sliding-window edge, a multiple of 32, or 0 for one window per '
+        'slice (default: the whole slice when it fits the device, else tiles '
+        'sized for it; never the training tile)',
+    )
     p.add_argument('--overlap', type=float, default=0.25)
     p.add_argument('--batch-size', type=int, default=None)
     p.add_argument(

@@ -10,7 +10,8 @@ after every batch of tiles and returns a :class:`PredictionResult`, so
   ``should_cancel`` callbacks for scripts and the CLI.
 
 A volume is predicted slice by slice along ``slice_axis`` and every slice
-by Gaussian-blended sliding-window tiles of the model's training size.
+in one window when it fits, else by Gaussian-blended sliding-window tiles
+sized for the device (``rules.tiling.auto_tile``).
 Tiles of consecutive slices share batches, only a few slices are ever in
 flight, and a dask or zarr input is read one slice at a time: memory stays
 at input + output + a few slices.  On CUDA out-of-memory the tile batch is
@@ -37,6 +38,7 @@ from .._threads import default_threads, torch_threads
 from ..rules.intensity import PlaneInspector, inspect_intensities
 from ..rules.tiling import (
     DEFAULT_OVERLAP,
+    auto_tile,
     blend_weights,
     check_overlap,
     check_tile_size,
@@ -70,10 +72,33 @@ class Progress:
     #: what the user should know before the result arrives (the first
     #: Progress of a run carries the warnings found up front)
     warnings: tuple[str, ...] = ()
+    #: estimated time to the end, from the pace so far (None: no pace yet)
+    seconds_left: float | None = None
 
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 1.0
+
+    def describe(self) -> str:
+        """``'slice 3/48, tile 3/48, about 40 s left'`` for a status line."""
+        parts = []
+        if self.slices_total > 1:
+            parts.append(f'slice {self.slices_done}/{self.slices_total}')
+        parts.append(f'tile {self.done}/{self.total}')
+        if self.seconds_left is not None and self.done < self.total:
+            parts.append(f'about {format_duration(self.seconds_left)} left')
+        return ', '.join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``'40 s'``, ``'3 min'``, ``'1 h 05 min'``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f'{seconds:.0f} s'
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f'{minutes} min'
+    return f'{minutes // 60} h {minutes % 60:02d} min'
 
 
 @dataclass
@@ -209,9 +234,12 @@ class Predictor:
     device:
         ``'auto'`` (cuda -> mps -> cpu), ``'cpu'``, ``'cuda[:N]'`` or ``'mps'``.
     tile_size:
-        Sliding-window size (a multiple of 32); default: the training size
-        stored in the checkpoint.  0 predicts each image (or slice) in one
-        window, padded to a multiple of 32.
+        Sliding-window size (a multiple of 32).  0 predicts each image (or
+        slice) in one window, padded to a multiple of 32.  Default: chosen
+        per image and device, independent of the training tile
+        (:func:`~napari_vmunet.rules.tiling.auto_tile`): the whole slice
+        when it fits (up to 512² on a CPU, 2048² on CUDA), else 256² tiles
+        on a CPU, 1024² on CUDA.
     overlap:
         Fraction of a tile shared with its neighbour (0 <= overlap < 1).
     batch_size:
@@ -253,9 +281,8 @@ class Predictor:
         self.model = checkpoint.model.to(self.device).eval()
         self.model.set_scan_backend(scan_backend)
         inputs = self.metadata.get('input', {})
-        if tile_size is None:
-            tile_size = (inputs.get('tile_size') or [256])[0]
-        self.tile_size = check_tile_size(tile_size)
+        #: None: chosen per image and device (``rules.tiling.auto_tile``)
+        self.tile_size = None if tile_size is None else check_tile_size(tile_size)
         self.overlap = check_overlap(overlap)
         if batch_size is None:
             batch_size = DEFAULT_BATCH.get(self.device.type, 2)
@@ -412,7 +439,10 @@ class Predictor:
             fit_planes = set(sample_planes(layout.n_slices))
         spatial = layout.spatial_shape
         height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
-        tile = tile_shape(height, width, self.tile_size)
+        edge = self.tile_size
+        if edge is None:
+            edge = auto_tile(height, width, self.device.type)
+        tile = tile_shape(height, width, edge)
         ph, pw = padded_shape(height, width, tile)
         windows = tile_slices(ph, pw, tile, self.overlap)
         n_slices = layout.n_slices
@@ -435,6 +465,7 @@ class Predictor:
         done = slices_done = 0
         pos = 0
         yield Progress(0, total, 0, n_slices, 'starting', tuple(notes))
+        warm, first_batch = 0, time.perf_counter()
         while pos < len(queue):
             batch = queue[pos : pos + batch_size]
             for z, _ in batch:
@@ -480,7 +511,13 @@ class Predictor:
                 p = (state.acc / state.weight)[:, :height, :width]
                 self._write(p, labels_view, probs_view, z)
                 slices_done += 1
-            yield Progress(done, total, slices_done, n_slices)
+            left = None
+            if warm:  # the pace since the first batch, which had one-off costs
+                pace = (time.perf_counter() - first_batch) / max(done - warm, 1)
+                left = pace * (total - done)
+            yield Progress(done, total, slices_done, n_slices, seconds_left=left)
+            if warm == 0:
+                warm, first_batch = done, time.perf_counter()
         if inspector is not None:
             report = inspector.report()
             report.raise_errors()

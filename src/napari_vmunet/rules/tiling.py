@@ -12,7 +12,11 @@ The one home of every tiling rule (MONAI's conventions for the windows):
 * images smaller than a tile are mirror-padded up to one tile;
 * a tile size of 0 means one window over the whole image (padded to a
   multiple of 32): VM-UNet takes any such size, and its cost is then
-  exactly linear in the area.
+  exactly linear in the area;
+* by default the window is chosen per image and device, never from the
+  training tile (:func:`auto_tile`): the whole image when it is small
+  enough, else tiles sized for the device (cache-sized on a CPU, large on a
+  GPU).  A model trained on 64² crops does not predict through 64² windows.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ DEFAULT_TILE = 256
 MAX_TILE = 4096
 DEFAULT_OVERLAP = 0.25
 BLEND_SIGMA = 0.125
+#: automatic windows: the whole image when its padded area is at most this
+#: (on a CPU one 512² window costs 2.8 s, 9 overlapping 256² tiles 5.3 s;
+#: beyond, element-wise operations outgrow the caches: docs/benchmarks.md)
+WHOLE_IMAGE_PIXELS = {'cpu': 512 * 512, 'mps': 1024 * 1024, 'cuda': 2048 * 2048}
+#: ... else tiles of this edge
+AUTO_TILE = {'cpu': 256, 'mps': 512, 'cuda': 1024}
 
 
 def check_tile(tile: Any, *, allow_whole: bool = False, what: str = 'tile size') -> int:
@@ -81,6 +91,17 @@ def tile_shape(
     if tile == 0:
         return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
     return (tile, tile)
+
+
+def auto_tile(height: int, width: int, device_type: str = 'cpu') -> int:
+    """The window for a ``height x width`` image on a device of
+    ``device_type`` (``'cpu'``, ``'mps'``, ``'cuda'``): 0 (the whole image)
+    when its padded area is at most :data:`WHOLE_IMAGE_PIXELS`, else a tile
+    edge of :data:`AUTO_TILE`."""
+    h, w = tile_shape(height, width, 0)
+    if h * w <= WHOLE_IMAGE_PIXELS.get(device_type, WHOLE_IMAGE_PIXELS['cpu']):
+        return 0
+    return AUTO_TILE.get(device_type, AUTO_TILE['cpu'])
 
 
 def padded_shape(height: int, width: int, tile: Tile) -> tuple[int, int]:
