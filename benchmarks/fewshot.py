@@ -149,7 +149,6 @@ CONTENDERS: dict[str, dict] = {
     'vm': {},
     'vm-finetune': {'preset': 'finetune'},
     'vm-noaug': {'augment': False},
-    'vm-dp0': {'drop_path_rate': 0.0},
 }
 
 

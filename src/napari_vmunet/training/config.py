@@ -10,7 +10,8 @@ least 10 steps, batch 4.
 ``'scratch'`` is for a new model taught from a few annotated slices: the
 original learning rate 1e-3 (a new network at 1e-4 does not even fit its own
 training slices in a few hundred steps: issue #19, ``benchmarks/fewshot.py``),
-a cosine decay over 60 epochs of at least 10 steps, batch 4.
+a cosine decay over 60 epochs of at least 10 steps, batch 4, no drop-path
+(the few slices are underfitted, not overfitted).
 
 ``preset=None`` picks by the starting point (:func:`default_preset`):
 ``'scratch'`` for a new model (or ImageNet VMamba weights, whose decoder is
@@ -54,6 +55,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         't_max': None,  # cosine over the whole run
         'eta_min': 1e-5,
         'min_steps_per_epoch': 10,
+        # drop-path regularises a network that underfits a few slices
+        'drop_path_rate': 0.0,
     },
     'full': {
         'epochs': 300,
