@@ -25,6 +25,15 @@ was not trained on, with overlap 0.25, overlap 0 and one whole-image window.
 
     python benchmarks/inference.py --profile [--model full]
     python benchmarks/inference.py --dice
+
+``--brain`` is the newcomer's volume (issue #16, item 6): the built-in
+demo-brain model on the brain sample, predicted through windows of its
+training tile (128², what the Predictor did before) and through the
+automatic window (one window per 233x197 slice), alternating in each round,
+on every ``--every``-th slice.  It prints the seconds, the windows, the time
+ratio and the Dice of each against the reference labels.
+
+    python benchmarks/inference.py --brain [--every 4] [--rounds 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -179,6 +188,52 @@ def tiling_dice() -> None:
         print(f'{name:20} Dice on rows 320-511: {dice:.4f}')
 
 
+def brain_windows(rounds: int, every: int) -> None:
+    from napari_vmunet import load_checkpoint
+    from napari_vmunet.io import load_sample
+    from napari_vmunet.zoo import builtin_checkpoints
+
+    image, labels = load_sample('brain')
+    volume = np.asarray(image.data)[::every]
+    truth = np.asarray(labels)[::every]
+    ckpt = load_checkpoint(builtin_checkpoints()['demo-brain'])
+    train_tile = ckpt.metadata['input']['tile_size'][0]
+    ways = {
+        f'training tile {train_tile}²': dict(tile_size=train_tile),
+        'automatic window': dict(tile_size=None),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    results = {}
+    for r in range(rounds):
+        for name in list(ways)[:: 1 if r % 2 == 0 else -1]:
+            pred = Predictor(
+                ckpt, device='cpu', threads=torch.get_num_threads(), **ways[name]
+            )
+            steps = []
+            start = time.perf_counter()
+            result = pred.predict(volume, progress=steps.append)
+            seconds[name].append(time.perf_counter() - start)
+            results[name] = (result.labels, steps[-1].total)
+    print(f'{volume.shape[0]} slices of {volume.shape[1]}x{volume.shape[2]}')
+    print(
+        f'{"windows":<22}{"count":>7}{"seconds":>9}{"x before":>10}'
+        f'{"Dice GM":>9}{"Dice WM":>9}'
+    )
+    base = statistics.median(seconds[next(iter(ways))])
+    for name in ways:
+        found, count = results[name]
+        dices = []
+        for c in (1, 2):
+            p, t = found == c, truth == c
+            dices.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+        med = statistics.median(seconds[name])
+        print(
+            f'{name:<22}{count:>7}{med:>9.1f}{med / base:>10.2f}'
+            f'{dices[0]:>9.4f}{dices[1]:>9.4f}',
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', choices=('full', 'small'), default='full')
@@ -193,7 +248,14 @@ def main() -> None:
     parser.add_argument('--volume', action='store_true')
     parser.add_argument('--profile', action='store_true')
     parser.add_argument('--dice', action='store_true')
+    parser.add_argument('--brain', action='store_true')
+    parser.add_argument('--every', type=int, default=4)
     args = parser.parse_args()
+    if args.brain:
+        torch.set_num_threads(args.threads)
+        print(f'torch {torch.__version__}, {args.threads} thread(s), CPU')
+        brain_windows(args.rounds, args.every)
+        return
     torch.set_num_threads(args.threads)
     ckpt = checkpoint(args.model)
     n = sum(p.numel() for p in ckpt.model.parameters()) / 1e6

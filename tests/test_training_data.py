@@ -381,9 +381,11 @@ def test_a_new_model_gets_the_scratch_recipe_by_itself():
     new = TrainConfig()
     assert (new.preset, new.lr, new.epochs, new.eta_min) == ('scratch', 1e-3, 60, 1e-5)
     assert new.auto_preset and new.min_steps_per_epoch == 10 and new.t_max == 60
+    assert new.drop_path_rate == 0.0  # a fine-tune keeps the model's own
     assert TrainConfig(init='vmamba:w.pth').preset == 'scratch'
     trained = TrainConfig(init='m.safetensors')
     assert (trained.preset, trained.lr, trained.epochs) == ('finetune', 1e-4, 20)
+    assert trained.drop_path_rate is None
     # a preset or a value the caller names wins
     named = TrainConfig(preset='finetune')
     assert named.lr == 1e-4 and not named.auto_preset
