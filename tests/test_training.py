@@ -505,3 +505,24 @@ def _in_memory(model, tile):
     return types.SimpleNamespace(
         model=clone, metadata={'input': {'tile_size': [tile, tile]}}
     )
+
+
+def test_a_single_image_still_gets_a_validation_dice_on_a_held_out_strip():
+    """Issue #16, item 4: fine-tuning on the one nuclei image used to report
+    "validating on 0" and pick the "best" model without validation."""
+    image, labels = load_sample('nuclei')
+    config = TrainConfig(epochs=1, steps_per_epoch=1, tile_size=128, **TINY)
+    trainer = Trainer(config, [TrainingPair(image.data, labels, name='nuclei')])
+    (train,), (val,) = trainer.train_samples, trainer.val_samples
+    assert train.shape == (410, 512) and val.shape == (102, 512)
+    assert val.source == 'nuclei rows 410-511'
+    assert val.mask.any() and train.mask.any()
+    np.testing.assert_array_equal(val.mask, labels[410:] > 0)
+    started = next(iter(trainer.run()))
+    assert (started.n_train, started.n_val) == (1, 1)
+    assert any(
+        'validating on a strip of it, nuclei rows 410-511' in n for n in started.notes
+    )
+    # no validation asked for: none taken
+    none = Trainer(config.replace(val_fraction=0.0), [TrainingPair(image.data, labels)])
+    assert none.val_samples == [] and none.train_samples[0].shape == (512, 512)

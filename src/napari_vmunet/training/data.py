@@ -346,6 +346,52 @@ def split_validation(
     return [i for i in range(n) if i not in val_set], sorted(val)
 
 
+def hold_out_strip(
+    sample: Sample, fraction: float, tile: int
+) -> tuple[Sample, Sample] | None:
+    """Split a single annotated image into a training part and a validation
+    strip of ``fraction`` of its height (or width, when it is wider), so that
+    one image still gets a validation Dice and the best model is chosen on
+    pixels it did not train on.
+
+    The strip is taken from the first side (bottom, top, right, left) that
+    leaves objects on both sides of the cut; None when the training part
+    would be smaller than a tile or no side has objects on both.
+    """
+    h, w = sample.shape
+    for axis in (0, 1) if h >= w else (1, 0):
+        size = (h, w)[axis]
+        n_val = max(16, round(size * fraction))
+        if size - n_val < tile:
+            continue
+        for at_end in (True, False):
+            val_part = slice(size - n_val, size) if at_end else slice(0, n_val)
+            train_part = slice(0, size - n_val) if at_end else slice(n_val, size)
+            key_val = (val_part, slice(None)) if axis == 0 else (slice(None), val_part)
+            key_train = (
+                (train_part, slice(None)) if axis == 0 else (slice(None), train_part)
+            )
+            if not (sample.mask[key_val].any() and sample.mask[key_train].any()):
+                continue
+            what = 'rows' if axis == 0 else 'columns'
+            strip = f'{what} {val_part.start}-{val_part.stop - 1}'
+            return (
+                Sample(
+                    np.ascontiguousarray(sample.image[(slice(None), *key_train)]),
+                    np.ascontiguousarray(sample.mask[key_train]),
+                    sample.source,
+                    sample.background,
+                ),
+                Sample(
+                    np.ascontiguousarray(sample.image[(slice(None), *key_val)]),
+                    np.ascontiguousarray(sample.mask[key_val]),
+                    f'{sample.source} {strip}',
+                    sample.background,
+                ),
+            )
+    return None
+
+
 def pad_for_tiles(sample: Sample, tile: int) -> Sample:
     """The sample mirror-padded (bottom/right) to at least one tile per side,
     as the predictor pads small images; the mask is padded the same way."""

@@ -59,6 +59,7 @@ from .data import (
     TrainingPair,
     data_channels,
     extract_slices,
+    hold_out_strip,
     inspect_slices,
     prepare_samples,
     split_validation,
@@ -190,6 +191,15 @@ class Trainer:
             train, val = split_validation(samples, config.val_fraction, self.seed)
             self.train_samples = [samples[i] for i in train]
             self.val_samples = [samples[i] for i in val]
+            strip = None
+            if len(samples) == 1 and config.val_fraction > 0:
+                strip = hold_out_strip(samples[0], config.val_fraction, self.tile)
+            if strip is not None:
+                self.train_samples, self.val_samples = [strip[0]], [strip[1]]
+                self.notes.append(
+                    f'one image: validating on a strip of it, '
+                    f'{strip[1].source} ({config.val_fraction:.0%})'
+                )
         self._check_foreground()
         self.training_stats = summarize_training_inputs(
             [*slices, *val_slices],
