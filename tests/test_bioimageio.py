@@ -191,7 +191,7 @@ def test_window_normalisation_is_reproduced(tmp_path):
         sample = get_test_input_sample(descr)
         pipeline.apply_preprocessing(sample)
         got = sample.members['image'].data.values[0, 0]
-    from napari_vmunet.inference.preprocess import normalize
+    from napari_vmunet.rules.normalization import normalize
 
     want = normalize(
         image, {'mode': 'window', 'low': -125, 'high': 275, 'range': [0, 1]}
@@ -208,7 +208,7 @@ def test_normalisations_map_to_spec_operations_and_back():
         {'mode': 'window', 'low': -125.0, 'high': 275.0, 'range': [0.0, 1.0]},
         {'mode': 'none'},
     ]
-    from napari_vmunet.inference.preprocess import check_normalization
+    from napari_vmunet.rules.normalization import check_normalization
 
     for norm in cases:
         steps = preprocessing_for(norm)

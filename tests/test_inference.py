@@ -17,9 +17,9 @@ from napari_vmunet.inference import (
     normalize,
     resolve_device,
 )
-from napari_vmunet.inference.preprocess import finite, map_channels
 from napari_vmunet.model import VMUNet
 from napari_vmunet.rules.intensity import UnusableImageError
+from napari_vmunet.rules.normalization import finite, map_channels
 
 TINY = dict(dims=(8, 16, 32, 64))
 

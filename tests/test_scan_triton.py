@@ -125,7 +125,7 @@ def test_cpu_paths_never_import_triton():
         'import sys, torch\n'
         'import napari_vmunet\n'
         'from napari_vmunet.model import VMUNet, resolve_backend\n'
-        'from napari_vmunet.inference.device import diagnostics\n'
+        'from napari_vmunet.devices import diagnostics\n'
         'm = VMUNet(depths=(1,) * 4, depths_decoder=(1,) * 4, dims=(4, 8, 16, 32))\n'
         'with torch.no_grad(): m(torch.rand(1, 3, 32, 32))\n'
         'assert resolve_backend("auto", "cpu") == "torch"\n'

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_vmunet.inference.preprocess import map_channels, normalize
 from napari_vmunet.io import load_sample
+from napari_vmunet.rules.normalization import map_channels, normalize
 from napari_vmunet.training import (
     AugmentConfig,
     BceDiceLoss,

@@ -293,9 +293,9 @@ def _cover_file(cover: str | os.PathLike | None) -> Path | None:
 def _test_plane(test_image: Any, channels: int) -> tuple[np.ndarray, str]:
     """The test input, ``(C, H, W)`` float32 raw intensities (the package's
     preprocessing normalises them), and a phrase saying where it came from."""
-    from ..inference.preprocess import map_channels
     from ..io import read_image
     from ..io.samples import SAMPLES, load_sample
+    from ..rules.normalization import map_channels
 
     if test_image is None or str(test_image) == '':
         test_image = DEFAULT_SAMPLE

@@ -1,7 +1,7 @@
 """Our normalisation as bioimage.io preprocessing, and back.
 
 A checkpoint's ``input.normalization`` (see
-:mod:`napari_vmunet.inference.preprocess`) becomes operations of the
+:mod:`napari_vmunet.rules.normalization`) becomes operations of the
 bioimage.io model spec 0.5, applied per sample over all channels and
 pixels together (``axes: [channel, y, x]``), as our normalisation takes its
 statistics over the whole 2-D image:
@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..inference.preprocess import check_normalization
+from ..rules.normalization import check_normalization
 
 #: the per-sample reduction that matches our per-image statistics
 AXES = ['channel', 'y', 'x']

@@ -382,9 +382,9 @@ def _validate_classes(classes: Any, num_classes: int) -> dict:
 
 
 def _validate_normalization(norm: Any) -> dict:
-    """Check with the schema's single definition (``inference.preprocess``)
+    """Check with the schema's single definition (``rules.normalization``)
     and store the minimal form: ``range`` only when it is not [0, 255]."""
-    from ..inference.preprocess import DEFAULT_RANGE, check_normalization
+    from ..rules.normalization import DEFAULT_RANGE, check_normalization
 
     if not isinstance(norm, Mapping):
         raise ValueError(

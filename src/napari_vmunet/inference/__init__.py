@@ -4,15 +4,15 @@
 callbacks or a generator, shared by the CLI, notebooks and the napari dock.
 """
 
-from .device import (
+from ..devices import (
     DEVICE_CHOICES,
     available_devices,
     diagnostics,
     format_diagnostics,
     resolve_device,
 )
+from ..rules.normalization import ChannelMismatchError, check_normalization, normalize
 from .predictor import Cancelled, PredictionResult, Predictor, Progress
-from .preprocess import ChannelMismatchError, check_normalization, normalize
 
 __all__ = [
     'DEVICE_CHOICES',

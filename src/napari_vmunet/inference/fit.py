@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..rules.input_stats import histogram, histogram_distance
-from .preprocess import ChannelMismatchError, map_channels, normalize
+from ..rules.layout import image_layout
+from ..rules.normalization import ChannelMismatchError, map_channels, normalize
 
 #: earth mover's distance (share of the input range) beyond which an image
 #: counts as far from the training data (the bundled samples against their
@@ -83,9 +84,7 @@ def assess_fit(
     arguments).  ``normalization`` and ``channels``: those the prediction
     will use (default: the checkpoint's).  Reads at most a few planes of the
     image."""
-    from .predictor import _layout  # the predictor imports this module
-
-    layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
+    layout = image_layout(np.shape(image), channel_axis, slice_axis, rgb)
     if channels is None:
         channels = checkpoint.config['input_channels']
     if normalization is None:

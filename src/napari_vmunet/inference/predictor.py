@@ -35,7 +35,10 @@ import numpy as np
 import torch
 
 from .._threads import default_threads, torch_threads
+from ..devices import resolve_device
 from ..rules.intensity import PlaneInspector, inspect_intensities
+from ..rules.layout import ImageLayout, image_layout, slice_position
+from ..rules.normalization import check_normalization, map_channels, normalize
 from ..rules.tiling import (
     DEFAULT_OVERLAP,
     auto_tile,
@@ -47,9 +50,7 @@ from ..rules.tiling import (
     tile_shape,
     tile_slices,
 )
-from .device import resolve_device
 from .fit import judge_fit, sample_planes
-from .preprocess import check_normalization, map_channels, normalize
 
 log = logging.getLogger(__name__)
 
@@ -111,81 +112,6 @@ class PredictionResult:
     device: str  # where it finally ran
     seconds: float
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Layout:
-    """Where the channel and slice axes of an input array are."""
-
-    shape: tuple[int, ...]
-    channel_axis: int | None
-    slice_axis: int | None
-    rgb: bool
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(s for i, s in enumerate(self.shape) if i != self.channel_axis)
-
-    @property
-    def n_slices(self) -> int:
-        return 1 if self.slice_axis is None else self.shape[self.slice_axis]
-
-    def plane(self, image: Any, index: int) -> np.ndarray:
-        """Slice ``index`` as a channels-first ``(C, H, W)`` float array."""
-        key: list[Any] = [slice(None)] * len(self.shape)
-        if self.slice_axis is not None:
-            key[self.slice_axis] = index
-        plane = np.asarray(image[tuple(key)])
-        if self.channel_axis is None:
-            return plane[None]
-        c = self.channel_axis
-        if self.slice_axis is not None and self.slice_axis < c:
-            c -= 1
-        return np.moveaxis(plane, c, 0)
-
-
-def _layout(
-    shape: Sequence[int],
-    channel_axis: int | None,
-    slice_axis: int | None,
-    rgb: bool | None,
-) -> _Layout:
-    shape = tuple(int(s) for s in shape)
-    ndim = len(shape)
-    if ndim < 2:
-        raise ValueError(f'expected a 2-D image or a 3-D volume, got shape {shape}')
-    if rgb is None:
-        rgb = channel_axis is None and ndim == 3 and shape[-1] in (3, 4)
-        rgb = rgb and slice_axis is None
-    if rgb and channel_axis is None:  # napari's RGB layers: colour last
-        channel_axis = ndim - 1
-    if channel_axis is not None:
-        channel_axis = _axis(channel_axis, ndim, 'channel_axis')
-    spatial = [i for i in range(ndim) if i != channel_axis]
-    if len(spatial) == 2:
-        if slice_axis is not None and _axis(slice_axis, ndim, 'slice_axis') in spatial:
-            raise ValueError('a 2-D image has no slice axis; leave slice_axis unset')
-        slice_axis = None
-    elif len(spatial) == 3:
-        slice_axis = (
-            spatial[0] if slice_axis is None else _axis(slice_axis, ndim, 'slice_axis')
-        )
-        if slice_axis not in spatial:
-            raise ValueError('slice_axis cannot be the channel axis')
-    else:
-        raise ValueError(
-            f'cannot predict a {len(spatial)}-D image of shape {shape}: pick one '
-            'time point / set channel_axis so that 2 or 3 spatial axes remain'
-        )
-    if any(s == 0 for s in shape):
-        raise ValueError(f'the image is empty (shape {shape})')
-    return _Layout(shape, channel_axis, slice_axis, bool(rgb))
-
-
-def _axis(axis: int, ndim: int, name: str) -> int:
-    if not -ndim <= axis < ndim:
-        raise ValueError(f'{name}={axis} is out of range for a {ndim}-D image')
-    return axis % ndim
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -409,7 +335,7 @@ class Predictor:
         self, image, channel_axis, slice_axis, rgb, channel_map, return_probabilities
     ) -> Generator[Progress, None, PredictionResult]:
         start = time.perf_counter()
-        layout = _layout(np.shape(image), channel_axis, slice_axis, rgb)
+        layout = image_layout(np.shape(image), channel_axis, slice_axis, rgb)
         # in-memory images are checked before the run; lazy ones (dask, zarr)
         # as their planes are read, so nothing is read twice
         inspector = None
@@ -438,7 +364,9 @@ class Predictor:
         else:
             fit_planes = set(sample_planes(layout.n_slices))
         spatial = layout.spatial_shape
-        height, width = (s for i, s in enumerate(spatial) if i != _slice_pos(layout))
+        height, width = (
+            s for i, s in enumerate(spatial) if i != slice_position(layout)
+        )
         edge = self.tile_size
         if edge is None:
             edge = auto_tile(height, width, self.device.type)
@@ -604,21 +532,12 @@ class _SliceState:
     remaining: int
 
 
-def _slice_pos(layout: _Layout) -> int | None:
-    """Position of the slice axis among the spatial axes."""
-    if layout.slice_axis is None:
-        return None
-    return [i for i in range(len(layout.shape)) if i != layout.channel_axis].index(
-        layout.slice_axis
-    )
-
-
-def _slice_first(array: np.ndarray | None, layout: _Layout, offset: int = 0):
+def _slice_first(array: np.ndarray | None, layout: ImageLayout, offset: int = 0):
     """A view of an output array with the slice axis first (a leading axis
     of length 1 for a 2-D image), so slice ``z`` is ``view[z]``."""
     if array is None:
         return None
-    pos = _slice_pos(layout)
+    pos = slice_position(layout)
     if pos is None:
         return array[None]
     return np.moveaxis(array, pos + offset, 0)

@@ -10,7 +10,7 @@ Three stages, each with one job:
    layers and never writes to them.  This is also what crosses into the
    training process, so only the annotated slices travel.
 3. :func:`prepare_samples` turns them into model inputs exactly as
-   inference does (:func:`~napari_vmunet.inference.preprocess.normalize`
+   inference does (:func:`~napari_vmunet.rules.normalization.normalize`
    per 2-D image, then :func:`map_channels`) and labels into targets:
    any positive label is foreground for a one-class model (instance ids
    such as nuclei work as they are); for K classes a label is a class index
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference.predictor import _layout, _slice_pos
-from ..inference.preprocess import map_channels, normalize
 from ..rules.intensity import UnusableImageError, inspect_intensities
+from ..rules.layout import image_layout, slice_position
+from ..rules.normalization import map_channels, normalize
 from ..rules.tiling import pad_to
 from .augment import AugmentConfig, random_tile
 
@@ -123,7 +123,7 @@ def extract_slices(
 
 def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
     try:
-        layout = _layout(
+        layout = image_layout(
             np.shape(pair.image), pair.channel_axis, pair.slice_axis, pair.rgb
         )
     except ValueError as err:
@@ -141,7 +141,7 @@ def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
             f'{tuple(np.shape(pair.image))} has spatial shape {spatial}{chan}; '
             'pair each image with the labels drawn on it'
         )
-    pos = _slice_pos(layout)
+    pos = slice_position(layout)
     stack = labels[None] if pos is None else np.moveaxis(labels, pos, 0)
     n = stack.shape[0]
     annotated = np.flatnonzero(stack.reshape(n, -1).any(axis=1))

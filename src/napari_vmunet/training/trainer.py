@@ -45,10 +45,10 @@ from ..checkpoint._metadata import (
     parse_normalization,
 )
 from ..checkpoint._state import describe_architecture
-from ..inference.device import resolve_device
-from ..inference.preprocess import check_normalization
+from ..devices import resolve_device
 from ..model import VMUNet
 from ..rules.input_stats import summarize_inputs
+from ..rules.normalization import check_normalization
 from ..rules.tiling import DEFAULT_TILE, check_tile
 from .augment import AugmentConfig
 from .config import TrainConfig, last_path

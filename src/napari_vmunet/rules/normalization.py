@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..rules.intensity import complex_message
+from .intensity import complex_message
 
 DEFAULT_NORMALIZATION: dict = {'mode': 'minmax'}
 MODES = ('minmax', 'window', 'percentile', 'none')

@@ -93,7 +93,7 @@ def device_name(device: torch.device) -> str:
 
 def diagnostics(device: str | torch.device = 'auto') -> dict:
     """What torch sees: versions, devices, free memory, the scan backend."""
-    from ..model.scan import backend_reason
+    from .model.scan import backend_reason
 
     info: dict = {
         'torch': torch.__version__,

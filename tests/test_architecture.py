@@ -1,0 +1,135 @@
+"""The layer contract, checked on the source: imports point down only.
+
+```
+0  _version, _files, _memory, _threads     plain helpers
+1  model                                    VM-UNet and the scan backends
+2  rules, devices, io                       one home per rule; files by format
+3  checkpoint                               read/write/convert, metadata
+4  inference, training, measure, bioimageio the engines (no Qt)
+5  cli, _widgets, napari adapters, zoo      the front ends
+```
+
+A module may import its own package and any lower layer.  The one named
+exception is the checkpoint loader's dispatch to the bioimage.io reader (a
+package is one more checkpoint format; the reader itself imports nothing
+above the checkpoint layer and is imported only when a file is a package).
+The core never imports Qt or napari, and importing the napari entry points
+does not import torch (napari starts fast).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import napari_vmunet
+
+ROOT = Path(napari_vmunet.__file__).parent
+LAYERS = {
+    '_version': 0,
+    '_files': 0,
+    '_memory': 0,
+    '_threads': 0,
+    'model': 1,
+    'rules': 2,
+    'devices': 2,
+    'io': 2,
+    'checkpoint': 3,
+    'inference': 4,
+    'training': 4,
+    'measure': 4,
+    'bioimageio': 4,
+    'zoo': 5,
+    'cli': 5,
+    '_widgets': 5,
+    '_layer_data': 5,
+    '_reader': 5,
+    '_writer': 5,
+    '_sample_data': 5,
+    '__init__': 5,
+    '__main__': 6,
+}
+#: (importing package, imported package, module): allowed upward imports
+EXCEPTIONS = {('checkpoint', 'bioimageio', 'checkpoint/_core.py')}
+FRONT_ENDS = {'_widgets', '_layer_data', '_reader', '_writer', '_sample_data', 'cli'}
+GUI_MODULES = ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui')
+
+
+def _imports(path: Path):
+    """``(package imported, top-level module name, line)`` of each import."""
+    rel = path.relative_to(ROOT).parts
+    package = list(rel[:-1])
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = base + (node.module.split('.') if node.module else [])
+            names = [target[0]] if target else [a.name for a in node.names]
+            for name in names:
+                yield name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split('.')
+            if parts[0] == 'napari_vmunet' and len(parts) > 1:
+                yield parts[1], None, node.lineno
+            else:
+                yield None, parts[0], node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield None, alias.name.split('.')[0], node.lineno
+
+
+def _sources():
+    return sorted(p for p in ROOT.rglob('*.py'))
+
+
+def _package(path: Path) -> str:
+    return path.relative_to(ROOT).parts[0].removesuffix('.py')
+
+
+def test_every_package_has_a_layer():
+    packages = {_package(p) for p in _sources()}
+    assert packages <= set(LAYERS), f'add {packages - set(LAYERS)} to LAYERS'
+
+
+def test_imports_point_down_only():
+    wrong = []
+    for path in _sources():
+        own = _package(path)
+        rel = path.relative_to(ROOT).as_posix()
+        for target, _, line in _imports(path):
+            if target is None or target == own or target not in LAYERS:
+                continue
+            if LAYERS[target] > LAYERS[own] and (own, target, rel) not in EXCEPTIONS:
+                wrong.append(f'{rel}:{line} ({own}, layer {LAYERS[own]}) imports '
+                             f'{target} (layer {LAYERS[target]})')  # fmt: skip
+            if LAYERS[target] == LAYERS[own] and LAYERS[own] == 4:
+                wrong.append(f'{rel}:{line}: engine {own} imports engine {target}')
+    # the engines may share a lower layer, never each other -- except the
+    # bioimage.io export, which computes its test tensors with the Predictor
+    wrong = [w for w in wrong if not w.startswith('bioimageio/_export.py')]
+    assert not wrong, '\n'.join(wrong)
+
+
+def test_the_core_knows_nothing_of_qt_or_napari():
+    wrong = [
+        f'{p.relative_to(ROOT)}:{line} imports {module}'
+        for p in _sources()
+        if _package(p) not in FRONT_ENDS
+        for _, module, line in _imports(p)
+        if module in GUI_MODULES
+    ]
+    assert not wrong, '\n'.join(wrong)
+
+
+@pytest.mark.parametrize(
+    'module', ['napari_vmunet', 'napari_vmunet._widgets', 'napari_vmunet._reader']
+)
+def test_napari_entry_points_do_not_import_torch(module):
+    code = f'import sys, {module}; print("torch" in sys.modules)'
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == 'False', out.stderr
