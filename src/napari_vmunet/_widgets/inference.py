@@ -320,7 +320,11 @@ class InferenceWidget(QWidget):
     def _apply_preselection(self, layer, fits) -> None:
         from ..inference.fit import best_fit
 
-        if self._model_chosen or layer is not self.image_layer.value():
+        try:
+            current = self.image_layer.value()
+        except RuntimeError:  # the dock was closed while the check ran
+            return
+        if self._model_chosen or layer is not current:
             return  # the user chose meanwhile, or moved to another image
         index = best_fit(fits)
         if index is None:

@@ -102,7 +102,7 @@ def _from_checkpoint(config: TrainConfig, path: Path) -> InitialModel:
             f'this model {new}; all other weights come from the checkpoint'
         )
     if config.drop_path_rate is not None:
-        _set_drop_path(model, config.drop_path_rate)
+        set_drop_path(model, config.drop_path_rate)
     model.train()
     return InitialModel(model, f'checkpoint:{path}', metadata, notes)
 
@@ -117,7 +117,7 @@ def _new_head(model: VMUNet, num_classes: int) -> VMUNet:
     return new
 
 
-def _set_drop_path(model: VMUNet, rate: float) -> None:
+def set_drop_path(model: VMUNet, rate: float) -> None:
     """Re-spread stochastic depth 0 -> ``rate`` over the blocks, as at
     construction (encoder increasing, decoder decreasing)."""
     from ..model.vmunet import DropPath

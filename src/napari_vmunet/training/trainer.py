@@ -66,7 +66,7 @@ from .data import (
     tiles_to_cover,
 )
 from .events import EpochEnd, Event, Finished, Saved, Started, Step
-from .initialize import InitialModel, initial_model
+from .initialize import InitialModel, initial_model, set_drop_path
 from .losses import make_loss
 from .resume import CosineFactor, resumed_config, schedule_follows_epochs
 from .validation import Validation, evaluate
@@ -251,6 +251,9 @@ class Trainer:
         if self._resume_checkpoint is not None:
             ckpt = self._resume_checkpoint
             prov = ckpt.metadata['provenance']
+            if self.config.drop_path_rate is not None:
+                # not stored with the weights: a resume sets it as the run did
+                set_drop_path(ckpt.model, self.config.drop_path_rate)
             return InitialModel(
                 ckpt.model.train(),
                 prov.get('initialized_from') or f'checkpoint:{ckpt.path}',
