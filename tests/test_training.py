@@ -26,6 +26,7 @@ from napari_vmunet.training import (
     TrainingPair,
     last_path,
 )
+from napari_vmunet.training.augment import AugmentConfig
 from napari_vmunet.training.trainer import CosineFactor
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1])
@@ -526,3 +527,22 @@ def test_a_single_image_still_gets_a_validation_dice_on_a_held_out_strip():
     # no validation asked for: none taken
     none = Trainer(config.replace(val_fraction=0.0), [TrainingPair(image.data, labels)])
     assert none.val_samples == [] and none.train_samples[0].shape == (512, 512)
+
+
+def test_a_new_model_on_slices_of_volumes_trains_without_augmentation():
+    """Measured in benchmarks/fewshot.py: flips and rotations cost VM-UNet
+    Dice on few slices of a volume (fixed orientation), helped on a 2-D crop."""
+    rng = np.random.default_rng(0)
+    volume = rng.random((3, 64, 64)).astype(np.float32)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[:, 10:30, 10:30] = 1
+    pair = TrainingPair(volume, labels, name='vol')
+    base = dict(epochs=1, tile_size=32, steps_per_epoch=1, **TINY)
+    new = Trainer(TrainConfig(**base), [pair])
+    assert new.dataset.augment == AugmentConfig.off()
+    assert any('no augmentation' in n for n in new.notes)
+    assert Trainer(TrainConfig(augment=True, **base), [pair]).dataset.augment.flips
+    image = TrainingPair(volume[0], labels[0], name='2d')
+    assert Trainer(TrainConfig(**base), [image]).dataset.augment.flips
+    tuned = TrainConfig(preset='finetune', **base)
+    assert Trainer(tuned, [pair]).dataset.augment.flips

@@ -109,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add('--threads', type=int, help='CPU threads for torch')
     add('--no-augment', action='store_true', help='random crops only')
     add(
+        '--augment',
+        action='store_true',
+        help='flips, rotations and intensity jitter even where they are off by '
+        'default (a new model on slices of volumes)',
+    )
+    add(
         '--freeze-encoder',
         action='store_true',
         help='fine-tune only the decoder and head (faster steps; '
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         freeze_encoder=args.freeze_encoder,
         num_threads=args.threads,
-        augment=not args.no_augment,
+        augment=False if args.no_augment else (True if args.augment else None),
         command=command_line(args),
         notes=args.notes,
         training_data=args.training_data,
@@ -252,6 +258,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ['--resume'] if args.resume else []
     words += ['--overwrite'] if args.overwrite else []
     words += ['--no-augment'] if args.no_augment else []
+    words += ['--augment'] if args.augment else []
     words += ['--freeze-encoder'] if args.freeze_encoder else []
     return shlex.join(words)
 

@@ -182,7 +182,8 @@ class TrainConfig:
     # data
     tile_size: int | None = None
     normalization: str | Mapping | None = None
-    augment: bool = True
+    #: None: on, except for a new model on slices of volumes (see Trainer)
+    augment: bool | None = None
     val_fraction: float = 0.2
     # machine
     device: str = 'auto'
