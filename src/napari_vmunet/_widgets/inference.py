@@ -128,6 +128,8 @@ class InferenceWidget(QWidget):
         #: checkpoint path -> why it cannot be used (Run stays disabled)
         self._unusable: dict[str, str] = {}
         self._run_warnings = ''
+        self._model_channels: int | None = None  # of the described checkpoint
+        self._channel_chosen = False  # the user picked a channel axis
         self.last_result = None  # (params, PredictionResult) of the last run
         # the user (or a published model) chose the checkpoint: no more
         # preselection by fit
@@ -275,6 +277,7 @@ class InferenceWidget(QWidget):
         self._fill_devices()
         self.image_layer.currentIndexChanged.connect(self._image_changed)
         self.channel_axis.currentIndexChanged.connect(self._refresh_slice_axes)
+        self.channel_axis.activated.connect(self._channel_axis_chosen)
         self.checkpoint.currentIndexChanged.connect(self._checkpoint_changed)
         self.checkpoint.activated.connect(self._user_chose_model)
         self.device.currentIndexChanged.connect(self._update_diagnostics)
@@ -491,6 +494,31 @@ class InferenceWidget(QWidget):
             f'{(inputs.get("tile_size") or ["?"])[0]}; normalisation {norm}'
         )
         self.threshold.setEnabled(cfg['num_classes'] == 1)
+        self._model_channels = int(cfg['input_channels'])
+        self._guess_channels()
+
+    def _guess_channels(self) -> None:
+        """Preselect the channel axis of a layer that looks multichannel
+        (:func:`~napari_vmunet.rules.channels.guess_channel_axis`) and say
+        so, unless the user chose one."""
+        from ..rules.channels import guess_channel_axis
+
+        layer = self.image_layer.value()
+        if layer is None or self._channel_chosen:
+            return
+        guess = guess_channel_axis(
+            layer.data.shape, self._model_channels, rgb=bool(layer.rgb)
+        )
+        if guess is None:
+            return
+        index = self.channel_axis.findData(guess.axis)
+        if index >= 0 and index != self.channel_axis.currentIndex():
+            self.channel_axis.setCurrentIndex(index)
+        if index >= 0:
+            self.status.setText(guess.reason)
+
+    def _channel_axis_chosen(self, *_args) -> None:
+        self._channel_chosen = True
 
     def _image_changed(self, *_args) -> None:
         layer = self.image_layer.value()
@@ -507,6 +535,8 @@ class InferenceWidget(QWidget):
                     f'{axis} (size {layer.data.shape[axis]})', axis
                 )
         self.channel_axis.setEnabled(not layer.rgb and ndim >= 3)
+        self._channel_chosen = False  # a new layer: guess again
+        self._guess_channels()
         self._refresh_slice_axes()
         self._preselect_model()
 
