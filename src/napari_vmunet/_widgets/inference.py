@@ -515,7 +515,12 @@ class InferenceWidget(QWidget):
         if index >= 0 and index != self.channel_axis.currentIndex():
             self.channel_axis.setCurrentIndex(index)
         if index >= 0:
-            self.status.setText(guess.reason)
+            # keep the line that says which model was preselected
+            text = self.status.text()
+            if guess.reason in text:
+                return
+            keep = text.startswith('Chose ')
+            self.status.setText(f'{text} {guess.reason}' if keep else guess.reason)
 
     def _channel_axis_chosen(self, *_args) -> None:
         self._channel_chosen = True
