@@ -214,7 +214,7 @@ class InferenceWidget(QWidget):
         self.tile_size.setSpecialValueText('auto')
         self.tile_size.setToolTip(
             'Sliding-window size (multiple of 32); auto: the whole slice when '
-            'it fits (512² on a CPU, 2048² on a GPU), else tiles sized for '
+            'it fits (256² on a CPU, 2048² on a GPU), else tiles sized for '
             'the device'
         )
         form.addRow('Tile size', self.tile_size)

@@ -164,7 +164,7 @@ class Predictor:
         slice) in one window, padded to a multiple of 32.  Default: chosen
         per image and device, independent of the training tile
         (:func:`~napari_vmunet.rules.tiling.auto_tile`): the whole slice
-        when it fits (up to 512² on a CPU, 2048² on CUDA), else 256² tiles
+        when it fits (up to 256² on a CPU, 2048² on CUDA), else 256² tiles
         on a CPU, 1024² on CUDA.
     overlap:
         Fraction of a tile shared with its neighbour (0 <= overlap < 1).

