@@ -92,3 +92,34 @@ def test_demo_viewer_has_the_sample_the_model_and_both_docks(qtbot):
         )
     finally:
         viewer.close()
+
+
+def _shown(dock) -> bool:
+    """Whether a dock is on screen (the current tab of its group)."""
+    return dock.isVisible() and not dock.visibleRegion().isEmpty()
+
+
+# (from test_dock_layout.py: a directly opened Viewer must not follow
+# make_napari_viewer tests in its module, or napari registers our commands twice)
+@pytest.mark.gui
+def test_the_demo_shows_inference_first_and_a_wide_image_view(qtbot):
+    viewer = open_demo_viewer('nuclei')
+    try:
+        docks = viewer.window._wrapped_dock_widgets
+        qtbot.wait(500)
+        infer = next(d for n, d in docks.items() if n.startswith('Inference'))
+        train = next(d for n, d in docks.items() if n.startswith('Fine-tune'))
+        assert _shown(infer) and not _shown(train)
+        window = viewer.window._qt_window
+        canvas = viewer.window._qt_viewer.canvas.native
+        share = canvas.width() / window.width()
+        assert share > 0.45, (canvas.width(), window.width())
+        room = window.screen().availableGeometry()
+        assert window.width() <= room.width() and window.height() <= room.height()
+        # the image itself is in view at a useful size
+        assert canvas.height() > 0.6 * window.height()
+        qtbot.waitUntil(
+            lambda: 'parameters' in infer.widget().model_info.text(), timeout=30_000
+        )
+    finally:
+        viewer.close()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import pytest
 from qtpy.QtWidgets import QApplication, QScrollArea
 
-from napari_vmunet.cli.demo import open_demo_viewer
-
 pytestmark = pytest.mark.gui
 
 LAPTOP = (1280, 800)
@@ -75,26 +73,3 @@ def test_a_docked_widget_scrolls_instead_of_growing_the_window(
     area.ensureWidgetVisible(train.status)
     qtbot.wait(50)
     assert not train.status.visibleRegion().isEmpty()
-
-
-def test_the_demo_shows_inference_first_and_a_wide_image_view(qtbot):
-    viewer = open_demo_viewer('nuclei')
-    try:
-        docks = viewer.window._wrapped_dock_widgets
-        _spin(qtbot, 500)
-        infer = next(d for n, d in docks.items() if n.startswith('Inference'))
-        train = next(d for n, d in docks.items() if n.startswith('Fine-tune'))
-        assert _shown(infer) and not _shown(train)
-        window = viewer.window._qt_window
-        canvas = viewer.window._qt_viewer.canvas.native
-        share = canvas.width() / window.width()
-        assert share > 0.45, (canvas.width(), window.width())
-        room = window.screen().availableGeometry()
-        assert window.width() <= room.width() and window.height() <= room.height()
-        # the image itself is in view at a useful size
-        assert canvas.height() > 0.6 * window.height()
-        qtbot.waitUntil(
-            lambda: 'parameters' in infer.widget().model_info.text(), timeout=30_000
-        )
-    finally:
-        viewer.close()
