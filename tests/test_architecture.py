@@ -1,7 +1,8 @@
 """The layer contract, checked on the source: imports point down only.
 
 ```
-0  _version, _files, _memory, _threads     plain helpers
+0  _version, _files, _memory, _threads,    plain helpers
+   _generators
 1  model                                    VM-UNet and the scan backends
 2  rules, devices, io                       one home per rule; files by format
 3  checkpoint                               read/write/convert, metadata
@@ -34,6 +35,7 @@ LAYERS = {
     '_files': 0,
     '_memory': 0,
     '_threads': 0,
+    '_generators': 0,
     'model': 1,
     'rules': 2,
     'devices': 2,

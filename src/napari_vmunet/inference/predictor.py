@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._generators import drive
 from .._threads import default_threads, torch_threads
 from ..devices import resolve_device
 from ..rules.intensity import PlaneInspector, inspect_intensities
@@ -277,8 +278,6 @@ class Predictor:
     ) -> PredictionResult:
         """Predict ``image`` (see :meth:`iter_predict`), reporting through
         callbacks.  Raises :class:`Cancelled` when ``should_cancel`` is set."""
-        if isinstance(should_cancel, threading.Event):
-            should_cancel = should_cancel.is_set
         gen = self.iter_predict(
             image,
             channel_axis=channel_axis,
@@ -287,16 +286,9 @@ class Predictor:
             channel_map=channel_map,
             return_probabilities=return_probabilities,
         )
-        while True:
-            if should_cancel is not None and should_cancel():
-                gen.close()
-                raise Cancelled('prediction cancelled')
-            try:
-                step = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if progress is not None:
-                progress(step)
+        return drive(
+            gen, progress, should_cancel, lambda: Cancelled('prediction cancelled')
+        )
 
     def iter_predict(
         self,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .._generators import drive as drive_generator
+
 T = TypeVar('T')
 
 #: Seconds between two reports: often enough for a live progress bar, rare
@@ -65,15 +67,4 @@ def drive(
 ) -> T:
     """Run ``gen`` to the end, passing each step to ``progress``; raises
     :class:`Cancelled` (after closing ``gen``) when ``should_cancel()``."""
-    if isinstance(should_cancel, threading.Event):
-        should_cancel = should_cancel.is_set
-    while True:
-        if should_cancel is not None and should_cancel():
-            gen.close()
-            raise Cancelled('cancelled')
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step)
+    return drive_generator(gen, progress, should_cancel, lambda: Cancelled('cancelled'))
