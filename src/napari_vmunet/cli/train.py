@@ -196,7 +196,7 @@ def _finish_distributed(trainer, finished) -> int:
             f'ranks: {trainer.world}; weights identical on every rank: '
             f'{"yes" if same else "NO"} (checksums {listed})'
         )
-    dist.destroy_process_group()
+    trainer.close()
     return 0 if finished.reason == 'completed' else 130
 
 

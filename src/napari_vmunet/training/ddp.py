@@ -23,6 +23,7 @@ gloo is used on CPUs, NCCL on CUDA (each process on ``cuda:LOCAL_RANK``).
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import warnings
@@ -119,6 +120,23 @@ class DistributedTrainer(Trainer):
             return bool(flag.item())
 
         return super().run(any_rank_stops)
+
+    def close(self) -> None:
+        """Leave the process group cleanly, on every rank together.
+
+        All ranks first meet at a barrier, so none tears down connections
+        another is still using. The DDP wrapper holds the group, so it is
+        dropped before the group is destroyed: a gloo group that is still
+        referenced is freed only at interpreter exit, and freeing it there
+        can abort the process ("terminate called without an active
+        exception", seen on rank 1 of a resumed run in CI).
+        """
+        if not dist.is_initialized():
+            return
+        dist.barrier()
+        self.net = self.model
+        gc.collect()
+        dist.destroy_process_group()
 
     @property
     def _comm_device(self) -> torch.device:
