@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import resource
 
 
@@ -39,3 +40,28 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux ``/proc/cpuinfo``, else ``platform``)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith(('model name', 'Model')):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """CPU model and the vector extension torch's kernels use (figures from
+    an AVX-512 and an AVX2 machine differ; ``ATEN_CPU_CAPABILITY=avx2``
+    forces AVX2 kernels on an AVX-512 CPU, though not MKL's own paths)."""
+    import torch
+
+    return (
+        f'CPU {cpu_model()}, torch {torch.__version__}, vector capability '
+        f'{torch.backends.cpu.get_cpu_capability()}, '
+        f'MKL {"yes" if torch.backends.mkl.is_available() else "no"}'
+    )

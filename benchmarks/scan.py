@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from _common import peak_rss_mib
+from _common import machine_line, peak_rss_mib
 from napari_vmunet.model.scan import selective_scan, selective_scan_reference
 
 STAGES = [
@@ -114,10 +114,8 @@ def main() -> None:
         run_case(args.case[0], int(args.case[1]), int(args.case[2]))
         return
     torch.set_num_threads(args.threads)
-    print(
-        f'torch {torch.__version__}, {args.threads} thread(s), '
-        f'{args.rounds} rounds, batch 1\n'
-    )
+    print(machine_line())
+    print(f'{args.threads} thread(s), {args.rounds} rounds, batch 1\n')
     names = list(IMPLS)
     times = {(s, n): [] for s, *_ in STAGES for n in names}
     data = {}

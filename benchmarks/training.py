@@ -26,6 +26,14 @@ model nor the fine-tuning saw.
                                   [--device cpu] [--skip-full] [--seeds 0,1]
                                   [--only-finetune]
 
+``--step-ratio`` runs only the paired step-cost check of issue #18: the
+dock's small VM-UNet (24..192, 2.17 M) against a MONAI ``UNet`` of the same
+size (18..288, 2.06 M), one training step each at 256x256, batch 4,
+interleaved round by round; the median of the per-round ratios is the
+figure (target <= 3x):
+
+    python benchmarks/training.py --step-ratio --rounds 7 --threads 1
+
 The lead runs it on a quiet machine; numbers from a busy one are not
 comparable.
 """
@@ -41,6 +49,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
+from _common import machine_line
 from napari_vmunet.io import load_sample
 from napari_vmunet.training import (
     Step,
@@ -57,6 +66,10 @@ VMUNETS = {
     'VM-UNet small (16..128)': [16, 32, 64, 128],
     'VM-UNet tiny (8..64)': [8, 16, 32, 64],
 }
+#: the dock's "small" model from scratch (_widgets.training.SCRATCH_SMALL;
+#: not imported: that module needs Qt) and the MONAI UNet closest in size
+DOCK_SMALL = [24, 48, 96, 192]
+SAME_SIZE_UNET = (18, 36, 72, 144, 288)
 UNETS = {
     'MONAI UNet 64..1024': (64, 128, 256, 512, 1024),
     'MONAI UNet 12..192': (12, 24, 48, 96, 192),
@@ -131,6 +144,43 @@ def step_speed(network, pairs, device, steps: int) -> tuple[float, int]:
     return statistics.median(times), parameters(trainer.model)
 
 
+def step_ratio(pairs, device, rounds: int) -> None:
+    """One training step of the dock's small VM-UNet vs the same-size MONAI
+    UNet at 256x256, batch 4, interleaved round by round (rotating order)."""
+    contenders = {
+        f'VM-UNet dock small {DOCK_SMALL[0]}..{DOCK_SMALL[-1]}': list(DOCK_SMALL),
+        f'MONAI UNet {SAME_SIZE_UNET[0]}..{SAME_SIZE_UNET[-1]}': SigmoidUNet(
+            SAME_SIZE_UNET
+        ),
+    }
+    steps = {}
+    for name, network in contenders.items():
+        torch.manual_seed(0)
+        trainer = make_trainer(network, pairs, device, tile_size=256, batch_size=4)
+        batch = [trainer.dataset[i] for i in range(4)]
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        trainer.train_step(x, y, 1)  # warm-up
+        steps[name] = (trainer, x, y)
+    names = list(steps)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % 2 :] + names[: r % 2]:
+            trainer, x, y = steps[n]
+            start = time.perf_counter()
+            trainer.train_step(x, y, 1)
+            if trainer.device.type == 'cuda':
+                torch.cuda.synchronize()
+            times[n].append(time.perf_counter() - start)
+    print(f'{"model":<28}{"params":>10}{"s/step":>10}')
+    for n in names:
+        params = parameters(steps[n][0].model)
+        print(f'{n:<28}{params / 1e6:>9.2f}M{statistics.median(times[n]):>10.3f}')
+    ratio = statistics.median(a / b for a, b in zip(*times.values(), strict=True))
+    verdict = 'PASS' if ratio <= 3 else 'FAIL'
+    print(f'VM-UNet / UNet per step: {ratio:.2f}x (target <= 3x): {verdict}')
+
+
 def budget_dice(network, top, bottom, device, budget: float, seed: int):
     """Train on ``top`` for ``budget`` s; Dice on ``bottom``."""
     trainer = make_trainer(
@@ -196,16 +246,21 @@ def main() -> None:
     parser.add_argument('--skip-full', action='store_true', help='no 27 M models')
     parser.add_argument('--skip-speed', action='store_true')
     parser.add_argument('--only-finetune', action='store_true', help='Part 3 only')
+    parser.add_argument(
+        '--step-ratio', action='store_true', help='only the paired step-cost check'
+    )
+    parser.add_argument('--rounds', type=int, default=7, help='for --step-ratio')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     image, labels = load_sample('nuclei')
     top = TrainingPair(image.data[:256], labels[:256], name='nuclei top')
     bottom = [TrainingPair(image.data[256:], labels[256:], name='nuclei bottom')]
-    print(
-        f'torch {torch.__version__}, {torch.get_num_threads()} thread(s), '
-        f'device {args.device}'
-    )
+    print(machine_line())
+    print(f'{torch.get_num_threads()} thread(s), device {args.device}')
+    if args.step_ratio:
+        step_ratio([top], args.device, args.rounds)
+        return
 
     seeds = [int(s) for s in args.seeds.split(',')]
     if not args.only_finetune:

@@ -334,16 +334,19 @@ class BlockedSelectiveScan(torch.autograd.Function):
                 for t in range(T - 2, -1, -1):
                     G_v[t].addcmul_(dA_v[t + 1], G_v[t + 1])
                 torch.mul(dA_v[0], G_v[0], out=carry)
-                # read-out C and input term B
+                # read-out C and input term B, as row vector x transposed
+                # state: the same product as state x column vector, but
+                # 10-15x faster on CPU (that orientation took a quarter of
+                # a small model's training step)
                 torch.bmm(
-                    Hs[1:].view(n, nstate, per),
-                    gy_blk.reshape(n, per, 1),
-                    out=gC_c[t0:t1].view(n, nstate, 1),
+                    gy_blk.reshape(n, 1, per),
+                    Hs[1:].view(n, nstate, per).transpose(1, 2),
+                    out=gC_c[t0:t1].view(n, 1, nstate),
                 )
                 torch.bmm(
-                    GH.view(n, nstate, per),
-                    du_blk.reshape(n, per, 1),
-                    out=gB_c[t0:t1].view(n, nstate, 1),
+                    du_blk.reshape(n, 1, per),
+                    GH.view(n, nstate, per).transpose(1, 2),
+                    out=gB_c[t0:t1].view(n, 1, nstate),
                 )
                 # S = sum_n GH B  ->  u and d through the input term
                 S = gd_c[t0:t1]
