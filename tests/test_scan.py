@@ -277,3 +277,28 @@ def test_narrow_models_take_longer_blocks_and_stay_exact(monkeypatch):
     with torch.no_grad():
         selective_scan(**make_inputs(1, *STAGES['stage1']), backend='torch')
     assert seen == [S.DEFAULT_BLOCK]
+
+
+@pytest.mark.parametrize('decay', [(1.0, 'exp_'), (S.LOG2E, 'exp2_')])
+def test_both_decay_exponentials_match_the_reference(monkeypatch, decay):
+    # the CPU scan computes exp(d A) as exp or as exp2(d A log2 e), whichever
+    # this machine measured faster; both must be exact, stress inputs too
+    monkeypatch.setattr(S, '_decay_base', lambda device_type: decay)
+    inputs = make_inputs(2, 64, 300, stress=True, seed=12)
+    ref_y, ref = grads(loop_reference, inputs, NAMES, torch.float64)
+    y, fast = grads(
+        lambda **kw: selective_scan(**kw, backend='torch'), inputs, NAMES, torch.float32
+    )
+    assert torch.isfinite(y).all()
+    assert rel_err(y, ref_y) <= 1e-5
+    for name in NAMES:
+        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+
+
+def test_decay_base_is_exp_or_exp2_and_decided_once():
+    scale, method = S._decay_base('cpu')
+    assert (scale, method) in {(1.0, 'exp_'), (S.LOG2E, 'exp2_')}
+    assert S._decay_base('cpu') == (scale, method)
+    x = -torch.rand(1000) * 30
+    assert torch.allclose(getattr(x * scale, method)(), torch.exp(x), rtol=1e-6)
+    assert S._decay_base('cuda') == (1.0, 'exp_')
