@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import time
 
 
 def peak_rss_mib() -> float:
@@ -65,3 +66,9 @@ def machine_line() -> str:
         f'{torch.backends.cpu.get_cpu_capability()}, '
         f'MKL {"yes" if torch.backends.mkl.is_available() else "no"}'
     )
+
+
+#: ``--clock`` choices of the side-by-side benchmarks: wall time, or this
+#: process's CPU time, which on a shared machine leaves out the time other
+#: jobs held the core (sound with one thread: all work is this process's)
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}

@@ -17,7 +17,10 @@ Peak memory above the inputs is measured in a fresh subprocess per case
 (``ru_maxrss``): the reference materialises ``(batch, D, L, N)`` tensors,
 the blocked scan only ``block x slab`` buffers.
 
-    python benchmarks/scan.py [--rounds 5] [--threads 1]
+    python benchmarks/scan.py [--rounds 5] [--threads 1] [--clock cpu]
+
+``--clock cpu`` times this process's CPU time instead of wall time: on a
+shared machine it leaves out the time other jobs held the core.
 
 Targets (issue #2): torch >= 20x the reference summed over the stages, no
 stage below 10x.
@@ -31,11 +34,10 @@ import math
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-from _common import machine_line, peak_rss_mib
+from _common import CLOCKS, machine_line, peak_rss_mib
 from napari_vmunet.model.scan import selective_scan, selective_scan_reference
 
 STAGES = [
@@ -108,14 +110,18 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--clock', choices=list(CLOCKS), default='wall')
     parser.add_argument('--case', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         run_case(args.case[0], int(args.case[1]), int(args.case[2]))
         return
     torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
     print(machine_line())
-    print(f'{args.threads} thread(s), {args.rounds} rounds, batch 1\n')
+    print(
+        f'{args.threads} thread(s), {args.rounds} rounds, batch 1, {args.clock} time\n'
+    )
     names = list(IMPLS)
     times = {(s, n): [] for s, *_ in STAGES for n in names}
     data = {}
@@ -134,9 +140,9 @@ def main() -> None:
             order = names[r % len(names) :] + names[: r % len(names)]
             for stage, *_ in STAGES:
                 for n in order:
-                    t = time.perf_counter()
+                    t = clock()
                     IMPLS[n](data[stage][n])
-                    times[(stage, n)].append(time.perf_counter() - t)
+                    times[(stage, n)].append(clock() - t)
 
     def ratio(stage_list, n):
         per_round = [

@@ -32,7 +32,7 @@ size (18..288, 2.06 M), one training step each at 256x256, batch 4,
 interleaved round by round; the median of the per-round ratios is the
 figure (target <= 3x):
 
-    python benchmarks/training.py --step-ratio --rounds 7 --threads 1
+    python benchmarks/training.py --step-ratio --rounds 7 --threads 1 [--clock cpu]
 
 The lead runs it on a quiet machine; numbers from a busy one are not
 comparable.
@@ -49,7 +49,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-from _common import machine_line
+from _common import CLOCKS, machine_line
 from napari_vmunet.io import load_sample
 from napari_vmunet.training import (
     Step,
@@ -144,7 +144,7 @@ def step_speed(network, pairs, device, steps: int) -> tuple[float, int]:
     return statistics.median(times), parameters(trainer.model)
 
 
-def step_ratio(pairs, device, rounds: int) -> None:
+def step_ratio(pairs, device, rounds: int, clock) -> None:
     """One training step of the dock's small VM-UNet vs the same-size MONAI
     UNet at 256x256, batch 4, interleaved round by round (rotating order)."""
     contenders = {
@@ -167,11 +167,11 @@ def step_ratio(pairs, device, rounds: int) -> None:
     for r in range(rounds):
         for n in names[r % 2 :] + names[: r % 2]:
             trainer, x, y = steps[n]
-            start = time.perf_counter()
+            start = clock()
             trainer.train_step(x, y, 1)
             if trainer.device.type == 'cuda':
                 torch.cuda.synchronize()
-            times[n].append(time.perf_counter() - start)
+            times[n].append(clock() - start)
     print(f'{"model":<28}{"params":>10}{"s/step":>10}')
     for n in names:
         params = parameters(steps[n][0].model)
@@ -250,6 +250,12 @@ def main() -> None:
         '--step-ratio', action='store_true', help='only the paired step-cost check'
     )
     parser.add_argument('--rounds', type=int, default=7, help='for --step-ratio')
+    parser.add_argument(
+        '--clock',
+        choices=list(CLOCKS),
+        default='wall',
+        help="for --step-ratio: wall or this process's CPU time (shared machines)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -259,7 +265,8 @@ def main() -> None:
     print(machine_line())
     print(f'{torch.get_num_threads()} thread(s), device {args.device}')
     if args.step_ratio:
-        step_ratio([top], args.device, args.rounds)
+        print(f'{args.clock} time')
+        step_ratio([top], args.device, args.rounds, CLOCKS[args.clock])
         return
 
     seeds = [int(s) for s in args.seeds.split(',')]

@@ -243,6 +243,11 @@ def _block_states(dA: list, H: list, h0: torch.Tensor, T: int) -> None:
         H[t].addcmul_(dA[t], H[t - 1])
 
 
+def _split(x: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """Views of ``x`` in pieces of ``size`` along dim 0, in one call."""
+    return torch.split(x, size)
+
+
 def _chunks(rows: int, per_row: int, slab: int) -> list[tuple[int, int]]:
     step = max(1, slab // per_row)
     return [(r, min(r + step, rows)) for r in range(0, rows, step)]
@@ -270,41 +275,49 @@ class BlockedSelectiveScan(torch.autograd.Function):
         nstate = A.shape[1]
         du = d * u
         chunks = _chunks(rows, nstate * per, slab)
-        y = u.new_empty(length, rows, per) if len(chunks) > 1 else None
-        starts = range(0, length, block)
+        y = u.new_empty(length, rows, per)
         save = any(ctx.needs_input_grad[:5])
-        saved = u.new_empty(len(starts), rows, nstate, per) if save else None
+        nblocks = -(-length // block)
+        saved = u.new_empty(nblocks, rows, nstate, per) if save else None
         scale, exp_ = _decay_base(u.device.type)
         A_s = A * scale if scale != 1 else A
         for r0, r1 in chunks:
             r = r1 - r0
-            if y is None:  # one chunk: work on the inputs as they are
-                d_c, du_c, B_c, C_c = d, du, B, C
-                y_c = y = u.new_empty(length, rows, per)
+            if len(chunks) == 1:  # one chunk: work on the inputs as they are
+                d_c, du_c, B_c, C_c, y_c = d, du, B, C, y
             else:  # contiguous per-chunk copies keep every block view flat
-                d_c, du_c = d[:, r0:r1].contiguous(), du[:, r0:r1].contiguous()
-                B_c, C_c = B[:, r0:r1].contiguous(), C[:, r0:r1].contiguous()
+                d_c, du_c, B_c, C_c = (t[:, r0:r1].contiguous() for t in (d, du, B, C))
                 y_c = u.new_empty(length, r, per)
             A_c = A_s[r0:r1]
             dA_buf = u.new_empty(block, r, nstate, per)
-            H_buf = torch.empty_like(dA_buf)
-            dA_v, H_v = dA_buf.unbind(0), H_buf.unbind(0)
+            # two state buffers in turn: a block starts from the last state
+            # of the one before, read in place
+            H_bufs = (torch.empty_like(dA_buf), torch.empty_like(dA_buf))
+            dA_v, H_vs = dA_buf.unbind(0), [b.unbind(0) for b in H_bufs]
             h = u.new_zeros(r, nstate, per)
-            for i, t0 in enumerate(starts):
-                t1 = min(t0 + block, length)
-                T = t1 - t0
-                dA, H = dA_buf[:T], H_buf[:T]
-                if saved is not None:
-                    saved[i, r0:r1] = h
-                getattr(torch.mul(d_c[t0:t1, :, None], A_c, out=dA), exp_)()
-                torch.mul(du_c[t0:t1, :, None], B_c[t0:t1, :, :, None], out=H)
+            saved_v = saved[:, r0:r1].unbind(0) if saved is not None else None
+            # every block's operands as views, cut once (slicing in the loop
+            # costs as much as the arithmetic of a small block)
+            blocks = zip(
+                _split(d_c[:, :, None], block),
+                _split(du_c[:, :, None], block),
+                _split(B_c[..., None], block),
+                _split(C_c.view(length * r, 1, nstate), block * r),
+                _split(y_c.view(length * r, 1, per), block * r),
+                strict=True,
+            )
+            for i, (d_b, du_b, B_b, C_b, y_b) in enumerate(blocks):
+                T = d_b.shape[0]
+                dA = dA_buf if block == T else dA_buf[:T]
+                H = H_bufs[i % 2] if block == T else H_bufs[i % 2][:T]
+                H_v = H_vs[i % 2]
+                if saved_v is not None:
+                    saved_v[i].copy_(h)
+                getattr(torch.mul(d_b, A_c, out=dA), exp_)()
+                torch.mul(du_b, B_b, out=H)
                 _block_states(dA_v, H_v, h, T)
-                torch.bmm(
-                    C_c[t0:t1].view(T * r, 1, nstate),
-                    H.view(T * r, nstate, per),
-                    out=y_c[t0:t1].view(T * r, 1, per),
-                )
-                h.copy_(H_v[T - 1])
+                torch.bmm(C_b, H.view(T * r, nstate, per), out=y_b)
+                h = H_v[T - 1]
             if y_c is not y:
                 y[:, r0:r1] = y_c
         if save:
@@ -324,7 +337,6 @@ class BlockedSelectiveScan(torch.autograd.Function):
         g_A = torch.zeros_like(A)
         g_B = torch.empty_like(B)
         g_C = torch.empty_like(C)
-        starts = list(range(0, length, block))
         chunks = _chunks(rows, nstate * per, ctx.slab)
         scale, exp_ = _decay_base(u.device.type)
         A_s = A * scale if scale != 1 else A
@@ -350,23 +362,59 @@ class BlockedSelectiveScan(torch.autograd.Function):
             tmp_buf = torch.empty_like(dA_buf)
             dA_v, Hs_v, G_v = (b.unbind(0) for b in (dA_buf, Hs_buf, G_buf))
             carry = u.new_zeros(r, nstate, per)
-            for i in reversed(range(len(starts))):
-                t0 = starts[i]
-                t1 = min(t0 + block, length)
-                T = t1 - t0
+            saved_v = saved[:, r0:r1].unbind(0)
+            n_all = length * r
+            # every block's operands as views, cut once
+            blocks = list(
+                zip(
+                    _split(d_c, block),
+                    _split(d_c[:, :, None], block),
+                    _split(u_c, block),
+                    _split(du_c[:, :, None], block),
+                    _split(du_c.view(n_all, 1, per), block * r),
+                    _split(B_c[..., None], block),
+                    _split(B_c.view(n_all, 1, nstate), block * r),
+                    _split(C_c[..., None], block),
+                    _split(gy_c[:, :, None], block),
+                    _split(gy_c.view(n_all, 1, per), block * r),
+                    _split(gu_c, block),
+                    _split(gd_c, block),
+                    _split(gB_c.view(n_all, 1, nstate), block * r),
+                    _split(gC_c.view(n_all, 1, nstate), block * r),
+                    saved_v,
+                    strict=True,
+                )
+            )
+            for (
+                d_b,
+                d3_b,
+                u_b,
+                du3_b,
+                duv_b,
+                B4_b,
+                Bv_b,
+                C4_b,
+                gy3_b,
+                gyv_b,
+                gu_b,
+                S,
+                gB_b,
+                gC_b,
+                h0,
+            ) in reversed(blocks):
+                T = d_b.shape[0]
                 n = T * r
-                dA, Hs, GH = dA_buf[:T], Hs_buf[: T + 1], G_buf[:T]
-                d_blk = d_c[t0:t1, :, None]
-                B_blk = B_c[t0:t1]
-                du_blk = du_c[t0:t1]
+                full = block == T
+                dA = dA_buf if full else dA_buf[:T]
+                Hs = Hs_buf if full else Hs_buf[: T + 1]
+                GH = G_buf if full else G_buf[:T]
                 # recompute this block's states from its saved start state
-                getattr(torch.mul(d_blk, As_c, out=dA), exp_)()
-                Hs[0].copy_(saved[i, r0:r1])
-                torch.mul(du_blk[:, :, None], B_blk[..., None], out=Hs[1:])
+                getattr(torch.mul(d3_b, As_c, out=dA), exp_)()
+                Hs_v[0].copy_(h0)
+                torch.mul(du3_b, B4_b, out=Hs[1:])
                 _block_states(dA_v, Hs_v[1:], Hs_v[0], T)
                 # reverse recurrence of the state gradient
-                gy_blk = gy_c[t0:t1]
-                torch.mul(gy_blk[:, :, None], C_c[t0:t1, :, :, None], out=GH)
+                torch.mul(gy3_b, C4_b, out=GH)
                 G_v[T - 1].add_(carry)
                 for t in range(T - 2, -1, -1):
                     G_v[t].addcmul_(dA_v[t + 1], G_v[t + 1])
@@ -375,28 +423,15 @@ class BlockedSelectiveScan(torch.autograd.Function):
                 # state: the same product as state x column vector, but
                 # 10-15x faster on CPU (that orientation took a quarter of
                 # a small model's training step)
-                torch.bmm(
-                    gy_blk.reshape(n, 1, per),
-                    Hs[1:].view(n, nstate, per).transpose(1, 2),
-                    out=gC_c[t0:t1].view(n, 1, nstate),
-                )
-                torch.bmm(
-                    du_blk.reshape(n, 1, per),
-                    GH.view(n, nstate, per).transpose(1, 2),
-                    out=gB_c[t0:t1].view(n, 1, nstate),
-                )
+                torch.bmm(gyv_b, Hs[1:].view(n, nstate, per).transpose(1, 2), out=gC_b)
+                torch.bmm(duv_b, GH.view(n, nstate, per).transpose(1, 2), out=gB_b)
                 # S = sum_n GH B  ->  u and d through the input term
-                S = gd_c[t0:t1]
-                torch.bmm(
-                    B_blk.reshape(n, 1, nstate),
-                    GH.view(n, nstate, per),
-                    out=S.view(n, 1, per),
-                )
-                torch.mul(S, d_c[t0:t1], out=gu_c[t0:t1])
-                S.mul_(u_c[t0:t1])
+                torch.bmm(Bv_b, GH.view(n, nstate, per), out=S.view(n, 1, per))
+                torch.mul(S, d_b, out=gu_b)
+                S.mul_(u_b)
                 # decay term: X = GH x_{t-1} exp(d A)
                 X = GH.mul_(Hs[:-1]).mul_(dA)
-                gA_c += torch.mul(X, d_blk, out=tmp_buf[:T]).sum(0)
+                gA_c += torch.mul(X, d3_b, out=tmp_buf[:T]).sum(0)
                 S += X.mul_(A_c).sum(-2)
             if not whole:
                 g_u[:, r0:r1], g_d[:, r0:r1] = gu_c, gd_c
