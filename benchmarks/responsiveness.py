@@ -26,6 +26,7 @@ Target: longest stall <= 100 ms while inference or training runs.
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +36,13 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_vmunet._widgets._stall import StallMonitor
 from napari_vmunet._widgets.inference import InferenceWidget
 from napari_vmunet._widgets.training import TrainingWidget
 from napari_vmunet.zoo import builtin_checkpoints
+
+# the stall monitor is a test helper, not part of the installed package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
+from stall_monitor import StallMonitor  # noqa: E402
 
 #: Seconds the event loop keeps being watched after the work is done.
 SETTLE_S = 0.5

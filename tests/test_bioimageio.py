@@ -26,13 +26,12 @@ from napari_vmunet.cli import main
 from napari_vmunet.inference import Predictor
 from napari_vmunet.io.samples import load_sample
 from napari_vmunet.model import VMUNet
-
-TINY = dict(depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1], dims=[8, 16, 32, 64])
+from tiny_models import TINY_SHALLOW
 
 
 def _tiny(tmp: Path, name: str, num_classes: int, **meta) -> Path:
     torch.manual_seed(num_classes)
-    net = VMUNet(num_classes=num_classes, input_channels=3, **TINY).eval()
+    net = VMUNet(num_classes=num_classes, input_channels=3, **TINY_SHALLOW).eval()
     return save_checkpoint(net, tmp / f'{name}.safetensors', metadata=meta or None)
 
 
@@ -485,7 +484,7 @@ def test_code_in_a_package_never_runs(one_class_zip, tmp_path, monkeypatch):
     ckpt = load_checkpoint(folder)
     assert not (tmp_path / 'imported').exists()
     assert not any(tmp_path.rglob('imported'))
-    assert ckpt.config['dims'] == TINY['dims']
+    assert ckpt.config['dims'] == TINY_SHALLOW['dims']
     # without our metadata: class names from the output channel, the
     # normalisation read back from the preprocessing
     assert ckpt.class_names == ['background', 'nucleus']

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from napari_vmunet._widgets.bioimageio_export import ExportDialog
 from napari_vmunet._widgets.inference import InferenceWidget
 from napari_vmunet._widgets.training import TrainingWidget
-from napari_vmunet.checkpoint import load_checkpoint, save_checkpoint
-from napari_vmunet.model import VMUNet
+from napari_vmunet.checkpoint import load_checkpoint
+from tiny_models import save_tiny
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    net = VMUNet(
-        num_classes=1, depths=[1] * 4, depths_decoder=[1] * 4, dims=(8, 16, 32, 64)
+    return save_tiny(
+        tmp_path_factory.mktemp('m'),
+        class_names=['background', 'cell'],
+        tile_size=256,
+        depths=[1] * 4,
+        depths_decoder=[1] * 4,
     )
-    path = tmp_path_factory.mktemp('m') / 'tiny.safetensors'
-    return save_checkpoint(net, path, {'classes': {'names': ['background', 'cell']}})
 
 
 @pytest.fixture

@@ -37,8 +37,8 @@ from napari_vmunet.checkpoint import (
     validate_metadata,
 )
 from napari_vmunet.model import VMUNet
+from tiny_models import TINY
 
-TINY = dict(dims=(8, 16, 32, 64))
 ARCH_KEYS = (
     'num_classes',
     'input_channels',

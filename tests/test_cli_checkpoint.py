@@ -14,14 +14,12 @@ import torch
 from napari_vmunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from napari_vmunet.cli import build_parser, main
 from napari_vmunet.model import VMUNet
-
-TINY = dict(dims=(8, 16, 32, 64))
+from tiny_models import TINY, tiny_model
 
 
 @pytest.fixture(scope='module')
 def model():
-    torch.manual_seed(0)
-    return VMUNet(**TINY).eval()
+    return tiny_model().eval()
 
 
 @pytest.fixture

@@ -7,24 +7,20 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from napari_vmunet.checkpoint import default_metadata, save_checkpoint
 from napari_vmunet.cli import main
 from napari_vmunet.inference import Predictor
 from napari_vmunet.io import load_sample, read_image, write_image
-from napari_vmunet.model import VMUNet
+from tiny_models import save_tiny
 
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VMUNet(num_classes=3, dims=(8, 16, 32, 64))
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors'
-    meta = default_metadata(
-        model.config, class_names=['background', 'grey', 'white'], tile_size=64
+    return save_tiny(
+        tmp_path_factory.mktemp('ckpt'),
+        num_classes=3,
+        class_names=['background', 'grey', 'white'],
     )
-    return save_checkpoint(model, path, meta)
 
 
 @pytest.fixture(scope='module')

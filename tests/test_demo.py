@@ -121,5 +121,17 @@ def test_the_demo_shows_inference_first_and_a_wide_image_view(qtbot):
         qtbot.waitUntil(
             lambda: 'parameters' in infer.widget().model_info.text(), timeout=30_000
         )
+        # the screenshot: what a newcomer sees is the window with the nuclei
+        # large in it, not a sliver between the docks
+        shot = viewer.screenshot(canvas_only=False, flash=False)
+        ratio = shot.shape[1] / window.width()  # device pixels per pixel
+        assert abs(shot.shape[0] - ratio * window.height()) <= 2 * ratio
+        view = viewer.screenshot(canvas_only=True, flash=False)
+        # the canvas is black where there is no image; the sample's dimmest
+        # pixels are still above the lower contrast limit
+        lit = (view[..., :3].max(axis=-1) > 0).mean()
+        side = min(view.shape[:2]) / max(view.shape[:2])
+        assert lit > 0.8 * side, (lit, side, view.shape)
+        assert view.shape[1] > 0.45 * shot.shape[1]
     finally:
         viewer.close()

@@ -8,27 +8,19 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from qtpy.QtWidgets import QFileDialog
 
 from napari_vmunet._widgets.inference import InferenceWidget, remembered_checkpoints
 from napari_vmunet.checkpoint import (
     CheckpointError,
     check_checkpoint_file,
-    default_metadata,
-    save_checkpoint,
 )
-from napari_vmunet.model import VMUNet
+from tiny_models import save_tiny
 
 
 @pytest.fixture(scope='module')
 def good_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VMUNet(num_classes=1, dims=(8, 16, 32, 64))
-    meta = default_metadata(model.config, class_names=['bg', 'cell'], tile_size=64)
-    return save_checkpoint(
-        model, tmp_path_factory.mktemp('g') / 'good.safetensors', meta
-    )
+    return save_tiny(tmp_path_factory.mktemp('g'), 'good', class_names=['bg', 'cell'])
 
 
 def browse(widget, monkeypatch, path) -> None:

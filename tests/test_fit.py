@@ -18,8 +18,7 @@ from napari_vmunet.model import VMUNet
 from napari_vmunet.rules.input_stats import histogram_distance
 from napari_vmunet.training import TrainConfig, Trainer, TrainingPair
 from napari_vmunet.zoo import builtin_checkpoints
-
-TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1])
+from tiny_models import TINY_SHALLOW
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +85,7 @@ def test_channels_that_do_not_fit_make_a_model_unusable(demos):
 def test_a_model_without_recorded_inputs_is_never_preselected_nor_warned(
     tmp_path, samples
 ):
-    model = VMUNet(num_classes=1, **TINY)
+    model = VMUNet(num_classes=1, **TINY_SHALLOW)
     old = save_checkpoint(model, tmp_path / 'old.safetensors')
     fit = assess_fit(load_checkpoint(old), samples['nuclei'])
     assert fit.usable and not fit.known and not fit.suits
@@ -102,7 +101,7 @@ def test_training_records_its_inputs_and_checkpoints_keep_them(tmp_path):
     out = tmp_path / 'm.safetensors'
     config = TrainConfig(
         output=out, epochs=1, tile_size=32, batch_size=2, steps_per_epoch=1,
-        val_fraction=0, device='cpu', **TINY,
+        val_fraction=0, device='cpu', **TINY_SHALLOW,
     )  # fmt: skip
     for _ in Trainer(config, [TrainingPair(volume, labels, name='vol')]).run():
         pass
@@ -123,7 +122,9 @@ def test_training_records_its_inputs_and_checkpoints_keep_them(tmp_path):
 
 
 def test_a_damaged_stats_entry_is_ignored_not_fatal(tmp_path):
-    path = save_checkpoint(VMUNet(num_classes=1, **TINY), tmp_path / 'm.safetensors')
+    path = save_checkpoint(
+        VMUNet(num_classes=1, **TINY_SHALLOW), tmp_path / 'm.safetensors'
+    )
     tensors = safetensors.torch.load_file(str(path))
     with open(path, 'rb') as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), 'little')))
@@ -133,7 +134,7 @@ def test_a_damaged_stats_entry_is_ignored_not_fatal(tmp_path):
     assert load_checkpoint(path).training_stats is None
     with pytest.raises(ValueError, match='summarize_inputs'):
         save_checkpoint(
-            VMUNet(num_classes=1, **TINY), tmp_path / 'x.safetensors',
+            VMUNet(num_classes=1, **TINY_SHALLOW), tmp_path / 'x.safetensors',
             training_stats={'kind': 'volume'},
         )  # fmt: skip
 

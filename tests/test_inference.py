@@ -20,8 +20,7 @@ from napari_vmunet.inference import (
 from napari_vmunet.model import VMUNet
 from napari_vmunet.rules.intensity import UnusableImageError
 from napari_vmunet.rules.normalization import finite, map_channels
-
-TINY = dict(dims=(8, 16, 32, 64))
+from tiny_models import TINY
 
 
 def wrap(model, tile=64, **input_meta):

@@ -6,29 +6,22 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from napari_vmunet._widgets._stall import StallMonitor
 from napari_vmunet._widgets.inference import InferenceWidget
-from napari_vmunet.checkpoint import default_metadata, save_checkpoint
 from napari_vmunet.inference import Predictor
 from napari_vmunet.io import load_sample
-from napari_vmunet.model import VMUNet
+from stall_monitor import StallMonitor
+from tiny_models import save_tiny
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VMUNet(num_classes=3, dims=(8, 16, 32, 64))
-    meta = default_metadata(
-        model.config,
+    return save_tiny(
+        tmp_path_factory.mktemp('m'),
+        num_classes=3,
         class_names=['background', 'grey matter', 'white matter'],
-        tile_size=64,
-    )
-    return save_checkpoint(
-        model, tmp_path_factory.mktemp('m') / 'tiny.safetensors', meta
     )
 
 
@@ -231,3 +224,68 @@ def test_the_model_that_suits_the_image_is_preselected_and_never_a_wrong_one(
     qtbot.wait(500)
     assert widget.checkpoint_path() == widget.checkpoint.itemData(0)
     assert widget.run_button.isEnabled()
+
+
+def test_a_4d_stack_predicts_the_current_time_point_or_all(dock, qtbot):
+    """Issue #16, item 10: a (T, Z, Y, X) stack used to stop at "pick one
+    time point" with nothing in the dock to pick it."""
+    viewer, widget = dock
+    brain, _ = load_sample('brain')
+    vol = np.asarray(brain.data[90:92, 60:124, 50:114])
+    stack = np.stack([vol, vol[:, ::-1].copy(), vol[:, :, ::-1].copy()])
+    layer = viewer.add_image(stack, name='series')
+    widget.set_image_layer(layer)
+    assert widget.time_points.isEnabled()
+    assert [
+        widget.slice_axis.itemData(i) for i in range(widget.slice_axis.count())
+    ] == [
+        1,
+        2,
+        3,
+    ]
+    viewer.dims.set_point(0, 2)
+    widget.time_points.setCurrentIndex(widget.time_points.findData('current'))
+    run_and_wait(widget, qtbot)
+    labels = viewer.layers['series [tiny]']
+    assert labels.data.shape == stack.shape
+    predictor = Predictor(widget.checkpoint_path(), device='cpu')
+    np.testing.assert_array_equal(labels.data[2], predictor.predict(stack[2]).labels)
+    assert not labels.data[:2].any()
+    widget.time_points.setCurrentIndex(widget.time_points.findData('all'))
+    run_and_wait(widget, qtbot)
+    for t in range(3):
+        np.testing.assert_array_equal(
+            labels.data[t], predictor.predict(stack[t]).labels
+        )
+    # a 3-D volume has no time points to choose
+    widget.set_image_layer(viewer.add_image(vol, name='one'))
+    assert not widget.time_points.isEnabled()
+
+
+def test_the_dock_offers_the_fixes_for_outliers_and_missing_data(dock, qtbot):
+    """Issue #16, item 3: one pixel at 10x the maximum ruins min-max; the
+    dock's percentile normalisation and NaN-as-background are the fixes."""
+    viewer, widget = dock
+    image, _ = load_sample('nuclei')
+    x = np.asarray(image.data[:128, :128], dtype=np.float32).copy()
+    x[5, 5] = 10 * x.max()
+    x[60:90, 60:90] = np.nan
+    layer = viewer.add_image(x, name='odd')
+    widget.set_image_layer(layer)
+    run_and_wait(widget, qtbot)
+    assert 'min-max normalisation squeezes' in widget.status.text()
+    assert 'NaN / Inf pixels are background' in widget.status.text()
+    widget.normalization.setCurrentIndex(widget.normalization.findData('percentile'))
+    widget.nonfinite_background.setChecked(True)
+    run_and_wait(widget, qtbot)
+    text = widget.status.text()
+    assert 'squeezes' not in text and 'labelled background, as asked' in text
+    labels = viewer.layers['odd [tiny]'].data
+    assert not labels[60:90, 60:90].any()
+    want = Predictor(
+        widget.checkpoint_path(),
+        device='cpu',
+        normalization={'mode': 'percentile'},
+        nonfinite_background=True,
+    ).predict(x)
+    np.testing.assert_array_equal(labels, want.labels)

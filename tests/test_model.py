@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from napari_vmunet.model import VMUNet, selective_scan_reference
 from napari_vmunet.model.vmunet import SS2D, PatchExpand
+from tiny_models import TINY
 
 DATA = Path(__file__).parent / 'data'
-TINY = dict(dims=(8, 16, 32, 64))
 
 
 def test_state_dict_keys_and_shapes_match_the_original_exactly():

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_vmunet.checkpoint import (
     CheckpointError,
@@ -32,8 +31,8 @@ from napari_vmunet.io import ImageIOError, read_image, write_image, write_labels
 from napari_vmunet.model import VMUNet
 from napari_vmunet.rules.intensity import UnusableImageError
 from napari_vmunet.training import TrainConfig, Trainer, TrainingPair, last_path
+from tiny_models import TINY, save_tiny
 
-TINY = dict(dims=(8, 16, 32, 64))
 FAST_TRAIN = [
     '--dims', '8,16,32,64', '--size', '32', '--batch-size', '2',
     '--steps-per-epoch', '2', '--device', 'cpu', '--quiet',
@@ -42,10 +41,7 @@ FAST_TRAIN = [
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = VMUNet(num_classes=1, **TINY)
-    path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
-    return save_checkpoint(model, path, default_metadata(model.config, tile_size=32))
+    return save_tiny(tmp_path_factory.mktemp('model'), tile_size=32)
 
 
 def image(seed: int = 0, shape=(40, 48)) -> np.ndarray:

@@ -165,3 +165,50 @@ def test_sdist_and_wheel_carry_what_runs_and_nothing_else(tmp_path):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+#: imported only where an extra, the napari front end or the user provides
+#: them, each behind a guard that says what to install
+OPTIONAL_IMPORTS = {
+    'napari',  # the front end runs inside napari (never a dependency)
+    'triton',  # the GPU scan, on CUDA only
+    'mamba_ssm',  # the [cuda] extra
+    'bioimageio',  # the [bioimageio] extra (export)
+    'pydantic',  # the same extra
+    'pandas',  # Table.to_pandas(), for users who have it
+}
+
+
+def _third_party_imports() -> set[str]:
+    import ast
+
+    names = set()
+    for path in (ROOT / 'src' / 'napari_vmunet').rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split('.')[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split('.')[0])
+    return {n for n in names if n not in sys.stdlib_module_names} - {'napari_vmunet'}
+
+
+def test_declared_dependencies_are_exactly_the_imported_ones():
+    """Issue #15: psygnal was imported but not declared, magicgui declared
+    but never imported."""
+    from importlib.metadata import packages_distributions, requires
+
+    def canonical(name: str) -> str:
+        return re.sub(r'[-_.]+', '-', name).lower()
+
+    declared = {
+        canonical(re.match(r'[A-Za-z0-9_.\-]+', r).group())
+        for r in requires('napari-vmunet')
+        if 'extra ==' not in r
+    }
+    distributions = packages_distributions()
+    imported = set()
+    for module in _third_party_imports() - OPTIONAL_IMPORTS:
+        assert module in distributions, f'{module} is imported but not installed'
+        imported |= {canonical(d) for d in distributions[module]}
+    assert imported - declared == set(), 'imported but not declared'
+    assert declared - imported == set(), 'declared but never imported'

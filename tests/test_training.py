@@ -28,9 +28,9 @@ from napari_vmunet.training import (
 )
 from napari_vmunet.training.augment import AugmentConfig
 from napari_vmunet.training.trainer import CosineFactor
+from tiny_models import TINY_SHALLOW
 
-TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1])
-FAST = dict(tile_size=32, batch_size=2, steps_per_epoch=2, device='cpu', **TINY)
+FAST = dict(tile_size=32, batch_size=2, steps_per_epoch=2, device='cpu', **TINY_SHALLOW)
 
 
 def blobs(n=2, size=64, seed=0, classes=1):
@@ -284,7 +284,7 @@ def test_the_patch_embedding_learns_at_a_scaled_rate():
 
 def test_fine_tuning_with_another_number_of_classes_reinitialises_the_head(tmp_path):
     torch.manual_seed(0)
-    old = VMUNet(num_classes=1, **TINY)
+    old = VMUNet(num_classes=1, **TINY_SHALLOW)
     meta = default_metadata(old.config, tile_size=32)
     path = save_checkpoint(old, tmp_path / 'old.safetensors', metadata=meta)
     config = TrainConfig(init=str(path), num_classes=3, epochs=1, **FAST)
@@ -311,7 +311,7 @@ def test_fine_tuning_with_another_number_of_classes_reinitialises_the_head(tmp_p
 
 def test_freeze_encoder_trains_the_decoder_and_head_only(tmp_path):
     torch.manual_seed(0)
-    start = VMUNet(num_classes=1, **TINY)
+    start = VMUNet(num_classes=1, **TINY_SHALLOW)
     meta = default_metadata(start.config, tile_size=32)
     path = save_checkpoint(start, tmp_path / 'start.safetensors', metadata=meta)
     out = tmp_path / 'tuned.safetensors'
@@ -346,7 +346,7 @@ def test_freeze_encoder_trains_the_decoder_and_head_only(tmp_path):
 
 
 def test_fine_tuning_inherits_tile_normalisation_and_class_names(tmp_path):
-    old = VMUNet(num_classes=1, **TINY)
+    old = VMUNet(num_classes=1, **TINY_SHALLOW)
     meta = {
         'tile_size': 64,
         'normalization': 'window:0,100',
@@ -375,7 +375,7 @@ def test_fine_tuning_inherits_tile_normalisation_and_class_names(tmp_path):
 
 
 def test_vmamba_pretrained_weights_initialise_encoder_and_decoder(tmp_path):
-    donor = VMUNet(num_classes=1, **TINY)
+    donor = VMUNet(num_classes=1, **TINY_SHALLOW)
     encoder = {
         k[len('vmunet.') :]: v
         for k, v in donor.state_dict().items()
@@ -512,7 +512,7 @@ def test_a_single_image_still_gets_a_validation_dice_on_a_held_out_strip():
     """Issue #16, item 4: fine-tuning on the one nuclei image used to report
     "validating on 0" and pick the "best" model without validation."""
     image, labels = load_sample('nuclei')
-    config = TrainConfig(epochs=1, steps_per_epoch=1, tile_size=128, **TINY)
+    config = TrainConfig(epochs=1, steps_per_epoch=1, tile_size=128, **TINY_SHALLOW)
     trainer = Trainer(config, [TrainingPair(image.data, labels, name='nuclei')])
     (train,), (val,) = trainer.train_samples, trainer.val_samples
     assert train.shape == (410, 512) and val.shape == (102, 512)
@@ -537,7 +537,7 @@ def test_a_new_model_on_slices_of_volumes_trains_without_augmentation():
     labels = np.zeros(volume.shape, np.uint8)
     labels[:, 10:30, 10:30] = 1
     pair = TrainingPair(volume, labels, name='vol')
-    base = dict(epochs=1, tile_size=32, steps_per_epoch=1, **TINY)
+    base = dict(epochs=1, tile_size=32, steps_per_epoch=1, **TINY_SHALLOW)
     new = Trainer(TrainConfig(**base), [pair])
     assert new.dataset.augment == AugmentConfig.off()
     assert any('no augmentation' in n for n in new.notes)
@@ -546,3 +546,24 @@ def test_a_new_model_on_slices_of_volumes_trains_without_augmentation():
     assert Trainer(TrainConfig(**base), [image]).dataset.augment.flips
     tuned = TrainConfig(preset='finetune', **base)
     assert Trainer(tuned, [pair]).dataset.augment.flips
+
+
+def test_validation_predicts_exactly_as_the_predictor_does():
+    """Issue #15: validation and the Predictor share one tiled prediction, so
+    the validation Dice is the Dice of what users get.  A 300² crop takes
+    four overlapping 256² windows on a CPU (rules.tiling.auto_tile)."""
+    from napari_vmunet.training.validation import predict_probabilities
+
+    image, labels = load_sample('nuclei')
+    crop = TrainingPair(image.data[:300, :300], labels[:300, :300], name='crop')
+    config = TrainConfig(epochs=1, steps_per_epoch=1, tile_size=64, **TINY_SHALLOW)
+    trainer = Trainer(config, [crop], val_data=[crop])
+    (val,) = trainer.val_samples
+    ours = predict_probabilities(trainer.model.eval(), val, torch.device('cpu'), 4, 1)
+    checkpoint = types.SimpleNamespace(model=trainer.model, metadata={})
+    predictor = Predictor(checkpoint, device='cpu', normalization=trainer.normalization)
+    predictor.probability_dtype = np.float32
+    theirs = predictor.predict(crop.image, return_probabilities=True).probabilities
+    assert ours.shape == (1, 1, 300, 300)
+    assert float(ours.std()) > 0.01  # a real, non-constant prediction
+    np.testing.assert_allclose(ours[0, 0].numpy(), theirs, atol=1e-5)

@@ -20,11 +20,16 @@ from napari_vmunet.training import (
     last_path,
 )
 from napari_vmunet.training.process import available_cpus
+from tiny_models import TINY_SHALLOW
 
-TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1])
 #: a run far longer than any test: it only ends when told to
 ENDLESS = dict(
-    tile_size=32, batch_size=2, steps_per_epoch=50, epochs=1000, device='cpu', **TINY
+    tile_size=32,
+    batch_size=2,
+    steps_per_epoch=50,
+    epochs=1000,
+    device='cpu',
+    **TINY_SHALLOW,
 )
 
 

@@ -9,26 +9,20 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from napari_vmunet._widgets._stall import StallMonitor
 from napari_vmunet._widgets.inference import InferenceWidget
 from napari_vmunet._widgets.training import TrainingWidget
-from napari_vmunet.checkpoint import default_metadata, load_checkpoint, save_checkpoint
-from napari_vmunet.model import VMUNet
+from napari_vmunet.checkpoint import load_checkpoint
+from stall_monitor import StallMonitor
+from tiny_models import save_tiny
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope='module')
 def start_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VMUNet(num_classes=1, dims=(8, 16, 32, 64))
-    meta = default_metadata(
-        model.config, class_names=['background', 'nucleus'], tile_size=64
-    )
-    return save_checkpoint(
-        model, tmp_path_factory.mktemp('s') / 'start.safetensors', meta
+    return save_tiny(
+        tmp_path_factory.mktemp('s'), 'start', class_names=['background', 'nucleus']
     )
 
 

@@ -181,14 +181,16 @@ class ObjectsPanel(QGroupBox):
             min_size=parse_size(text) if text else None,
         )
 
-    def settings_for_run(self, params: dict, geometry: dict) -> dict | None:
+    def settings_for_run(self, run, geometry: dict) -> dict | None:
         """The inference dock's hook: the object options of a whole-image run
         (a single slice has no 3D objects: Measure it afterwards) with the
         labels' geometry (``scale``, ``translate``, ``affine``, ``units``)."""
         from ..measure import Geometry
 
         settings = self.settings()
-        if settings is None or params['slice_index'] is not None:
+        request = run.request
+        whole = request.covers_everything and request.time_axis is None
+        if settings is None or not whole:
             return None
         settings['geometry'] = Geometry.from_scale(
             geometry['scale'],
@@ -198,19 +200,19 @@ class ObjectsPanel(QGroupBox):
         )
         return settings
 
-    def iter_for_result(self, params: dict, result):
+    def iter_for_result(self, run, result):
         """The inference dock's hook, in its worker: objects of the
         prediction and their table, measured on the image's intensities."""
-        settings = params['objects']
-        channel_axis = params['channel_axis']
-        if params['rgb']:
-            channel_axis = params['data'].ndim - 1
+        settings = run.objects
+        channel_axis = run.request.channel_axis
+        if run.request.rgb:
+            channel_axis = run.data.ndim - 1
         return (
             yield from self.iter_objects_and_table(
                 result.labels,
                 settings,
                 settings['geometry'],
-                image=params['data'],
+                image=run.data,
                 channel_axis=channel_axis,
                 class_names=result.class_names,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,28 @@ RECENT_KEY = 'inference/recent_checkpoints'
 MAX_RECENT = 8
 #: Seconds between updates of napari's progress bar (each one repaints).
 PBAR_INTERVAL_S = 0.25
+#: the Normalisation choices: (shown text, the mode that overrides the
+#: model's own, or None)
+NORMALIZATION_CHOICES = (
+    ("the model's own", None),
+    ('percentiles 1-99.8 (robust)', 'percentile'),
+    ('min-max of each slice', 'minmax'),
+)
+
+
+@dataclass
+class _Run:
+    """One run of the dock: the core request, and the GUI context it needs."""
+
+    layer: Any  # the napari Image layer read
+    data: Any  # its array (the full resolution of a multiscale layer)
+    request: Any  # inference.request.PredictionRequest
+    objects: dict | None = None  # the object options (ObjectsPanel)
+    measured: Any = None  # (objects, table), filled in the worker
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.request.checkpoint).name.split('.')[0]
 
 
 def remembered_checkpoints() -> list[str]:
@@ -130,7 +153,7 @@ class InferenceWidget(QWidget):
         self._run_warnings = ''
         self._model_channels: int | None = None  # of the described checkpoint
         self._channel_chosen = False  # the user picked a channel axis
-        self.last_result = None  # (params, PredictionResult) of the last run
+        self.last_result = None  # (_Run, RequestResult) of the last run
         # the user (or a published model) chose the checkpoint: no more
         # preselection by fit
         self._model_chosen = False
@@ -192,6 +215,14 @@ class InferenceWidget(QWidget):
         scope.addWidget(self.scope_all)
         scope.addWidget(self.scope_slice)
         form.addRow('Run on', scope)
+        self.time_points = compact(QComboBox())
+        self.time_points.addItem('the current time point', 'current')
+        self.time_points.addItem('every time point', 'all')
+        self.time_points.setToolTip(
+            'A 4-D stack (time, then a volume) is predicted one time point at '
+            'a time: the one the viewer shows, or all of them'
+        )
+        form.addRow('Time points', self.time_points)
         layout.addWidget(box)
 
         # --- options (collapsed) ---------------------------------------------
@@ -238,6 +269,21 @@ class InferenceWidget(QWidget):
             'Which image channel feeds each model channel (multichannel images)'
         )
         form.addRow('Channel map', self.channel_map)
+        self.normalization = compact(QComboBox())
+        for text, mode in NORMALIZATION_CHOICES:
+            self.normalization.addItem(text, mode)
+        self.normalization.setToolTip(
+            "How intensities are scaled before the model sees them: the model's "
+            'own recipe, or percentiles, which a few extreme pixels cannot ruin'
+        )
+        form.addRow('Normalisation', self.normalization)
+        self.nonfinite_background = QCheckBox('NaN / Inf pixels are background')
+        # (its text sets the dock's narrowest width no more than the others)
+        self.nonfinite_background.setToolTip(
+            'Pixels without a finite value (missing data) get label 0 and '
+            'probability 0, whatever the model says there'
+        )
+        form.addRow(self.nonfinite_background)
         self.probabilities = QCheckBox('also add probabilities')
         form.addRow(self.probabilities)
         options.addWidget(inner)
@@ -555,16 +601,24 @@ class InferenceWidget(QWidget):
         ndim = layer.data.ndim
         channels = ndim - 1 if layer.rgb else self.channel_axis.currentData()
         spatial = [i for i in range(ndim) if i != channels]
+        stack = len(spatial) == 4  # time points of volumes: time comes first
+        if stack:
+            spatial = spatial[1:]
         if len(spatial) == 3:
             for axis in spatial:
                 self.slice_axis.addItem(f'{axis} (size {layer.data.shape[axis]})', axis)
         self.slice_axis.setEnabled(len(spatial) == 3)
         self.scope_slice.setEnabled(len(spatial) == 3)
+        self.time_points.setEnabled(stack)
         if len(spatial) != 3:
             self.scope_all.setChecked(True)
 
     # ------------------------------------------------------------------ run
-    def _params(self) -> dict:
+    def _run_from_widgets(self) -> _Run:
+        """The run the widgets ask for: a core request, plus the layer it
+        reads and the object options."""
+        from ..inference.request import PredictionRequest
+
         layer = self.image_layer.value()
         if layer is None:
             raise ValueError('choose an image layer first')
@@ -578,19 +632,23 @@ class InferenceWidget(QWidget):
         slice_axis = self.slice_axis.currentData()  # a data axis, or None
         text = self.channel_map.text().strip()
         channel_map = (
-            [int(c) for c in text.replace(' ', '').split(',')] if text else None
+            tuple(int(c) for c in text.replace(' ', '').split(',')) if text else None
         )
         data = layer.data
         if getattr(layer, 'multiscale', False):
             data = data[0]
-        params = dict(
-            layer=layer,
-            data=data,
-            rgb=bool(layer.rgb),
-            channel_axis=channel_axis,
-            slice_axis=slice_axis,
-            channel_map=channel_map,
-            path=path,
+        time_axis = time_index = None
+        if self.time_points.isEnabled():
+            channels = data.ndim - 1 if layer.rgb else channel_axis
+            time_axis = next(i for i in range(data.ndim) if i != channels)
+            if self.time_points.currentData() == 'current':
+                time_index = self._current_index(layer, time_axis)
+        slice_index = None
+        if self.scope_slice.isChecked() and slice_axis is not None:
+            slice_index = self._current_index(layer, slice_axis)
+        mode = self.normalization.currentData()
+        request = PredictionRequest(
+            checkpoint=path,
             device=self.device.currentData() or 'auto',
             tile_size=0
             if self.whole_image.isChecked()
@@ -598,16 +656,21 @@ class InferenceWidget(QWidget):
             batch_size=self.batch_size.value() or None,
             overlap=self.overlap.value(),
             threshold=self.threshold.value(),
+            normalization={'mode': mode} if mode else None,
+            nonfinite_background=self.nonfinite_background.isChecked(),
+            rgb=bool(layer.rgb),
+            channel_axis=channel_axis,
+            slice_axis=slice_axis,
+            channel_map=channel_map,
+            slice_index=slice_index,
+            time_axis=time_axis,
+            time_index=time_index,
             probabilities=self.probabilities.isChecked(),
-            slice_index=None,
         )
-        if self.scope_slice.isChecked() and slice_axis is not None:
-            params['slice_index'] = self._current_index(layer, slice_axis)
+        run = _Run(layer=layer, data=data, request=request)
         # objects and measurements after the prediction (whole runs only)
-        params['objects'] = self.objects.settings_for_run(
-            params, self._geometry(params)
-        )
-        return params
+        run.objects = self.objects.settings_for_run(run, self._geometry(run))
+        return run
 
     def _current_index(self, layer, axis: int) -> int:
         """The data index along ``axis`` of the plane the viewer shows."""
@@ -620,14 +683,14 @@ class InferenceWidget(QWidget):
         if self._worker is not None:
             return
         try:
-            params = self._params()
+            run = self._run_from_widgets()
         except ValueError as err:
             self._error(err)
             return
         from napari.qt.threading import create_worker
 
         self._worker = create_worker(
-            self._job, params, _start_thread=False, _ignore_errors=True
+            self._job, run, _start_thread=False, _ignore_errors=True
         )
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_result)
@@ -648,57 +711,26 @@ class InferenceWidget(QWidget):
             self.status.setText('Cancelling…')
             self._worker.quit()
 
-    def _predictor_for(self, params: dict):
-        from ..inference import Predictor
-
-        checkpoint = self._load_checkpoint(params['path'])
-        key = (
-            id(checkpoint),
-            params['device'],
-            params['tile_size'],
-            params['batch_size'],
-            params['overlap'],
-            params['threshold'],
-        )
+    def _predictor_for(self, request):
+        checkpoint = self._load_checkpoint(request.checkpoint)
+        key = (id(checkpoint), request.predictor_settings())
         if key != self._predictor_key:
             self._predictor = None  # free the old model first
-            self._predictor = Predictor(
-                checkpoint,
-                device=params['device'],
-                tile_size=params['tile_size'],
-                batch_size=params['batch_size'],
-                overlap=params['overlap'],
-                threshold=params['threshold'],
-            )
+            self._predictor = request.make_predictor(checkpoint)
             self._predictor_key = key
         return self._predictor
 
-    def _job(self, params: dict):
+    def _job(self, run: _Run):
         """Runs in the worker thread: a generator yielding Progress."""
-        predictor = self._predictor_for(params)
-        data = params['data']
-        if params['slice_index'] is not None:
-            key: list[Any] = [slice(None)] * data.ndim
-            key[params['slice_axis']] = params['slice_index']
-            data = data[tuple(key)]
-            channel_axis = params['channel_axis']
-            if channel_axis is not None and channel_axis > params['slice_axis']:
-                channel_axis -= 1
-            run = dict(channel_axis=channel_axis, slice_axis=None)
-        else:
-            run = dict(
-                channel_axis=params['channel_axis'], slice_axis=params['slice_axis']
+        from ..inference.request import iter_request
+
+        predictor = self._predictor_for(run.request)
+        result = yield from iter_request(run.request, run.data, predictor)
+        if run.objects is not None:
+            run.measured = yield from self.objects.iter_for_result(
+                run, result.prediction
             )
-        result = yield from predictor.iter_predict(
-            data,
-            rgb=params['rgb'],
-            channel_map=params['channel_map'],
-            return_probabilities=params['probabilities'],
-            **run,
-        )
-        if params['objects'] is not None:
-            params['measured'] = yield from self.objects.iter_for_result(params, result)
-        return params, result
+        return run, result
 
     def _on_progress(self, step) -> None:
         if self._worker is None or self._job_over:
@@ -754,12 +786,13 @@ class InferenceWidget(QWidget):
 
     def _on_result(self, value) -> None:
         self._job_over = True
-        params, result = value
+        run, answer = value
+        result = answer.prediction
         self.last_result = value
         written = {}
 
         def labels() -> None:
-            written['layer'] = self._write_labels(params, result)
+            written['layer'] = self._write_labels(run, answer)
 
         def done() -> None:
             if 'layer' not in written:
@@ -776,7 +809,7 @@ class InferenceWidget(QWidget):
 
         self._later(labels)
         if result.probabilities is not None:
-            for write in self._probability_writers(params, result):
+            for write in self._probability_writers(run, answer):
                 self._later(write)
         self._later(done)
 
@@ -813,13 +846,12 @@ class InferenceWidget(QWidget):
             self.progress.setRange(0, 1)
 
     # ---------------------------------------------------------------- layers
-    def _geometry(self, params: dict) -> dict:
+    def _geometry(self, run: _Run) -> dict:
         """The image layer's placement (and units), without the channel axis."""
-        layer = params['layer']
-        drop = params['channel_axis'] if not params['rgb'] else None
-        keep = [i for i in range(layer.ndim) if i != drop]
+        layer = run.layer
+        keep = run.request.output_axes(layer.ndim)
         affine = layer.affine.affine_matrix
-        if drop is not None:
+        if len(keep) < layer.ndim:
             idx = [*keep, layer.ndim]
             affine = affine[np.ix_(idx, idx)]
         geometry = dict(
@@ -832,44 +864,40 @@ class InferenceWidget(QWidget):
             geometry['units'] = [units[i] for i in keep]
         return geometry
 
-    def _write_labels(self, params: dict, result):
+    def _write_labels(self, run: _Run, answer):
         import napari.layers
 
         from .._widgets._labels import class_colormap, class_features
 
-        image = params['layer']
-        model_name = Path(params['path']).name.split('.')[0]
-        name = f'{image.name} [{model_name}]'
-        geometry = self._geometry(params)
-        channels = image.data.ndim - 1 if params['rgb'] else params['channel_axis']
-        full_shape = tuple(s for i, s in enumerate(image.data.shape) if i != channels)
+        result = answer.prediction
+        image = run.layer
+        name = f'{image.name} [{run.model_name}]'
+        geometry = self._geometry(run)
+        full_shape = run.request.output_shape(image.data.shape)
         existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
         if not (
             isinstance(existing, napari.layers.Labels)
             and existing.data.shape == full_shape
         ):
             existing = None
-        if params['slice_index'] is None:
-            data = result.labels
-        else:
-            data = (
+        full = None
+        if answer.region:  # a part: into the earlier labels, or empty ones
+            full = (
                 np.array(existing.data)
                 if existing is not None
                 else np.zeros(full_shape, dtype=result.labels.dtype)
             )
-            index = [slice(None)] * len(full_shape)
-            index[self._spatial_slice_axis(params)] = params['slice_index']
-            data[tuple(index)] = result.labels
+        data = answer.merge_into(full)
         meta = {
             'napari_vmunet': {
                 'source': image.name,
-                'checkpoint': params['path'],
+                'checkpoint': run.request.checkpoint,
                 'class_names': result.class_names,
             }
         }
-        if params.get('measured') is not None:
+        if run.measured is not None:
             return self.objects.add_result(
-                f'{name} objects', params['measured'], geometry, meta['napari_vmunet']
+                f'{name} objects', run.measured, geometry, meta['napari_vmunet']
             )
         if existing is not None:
             existing.data = data
@@ -878,40 +906,34 @@ class InferenceWidget(QWidget):
         return self.viewer.add_labels(
             data,
             name=name,
-            colormap=class_colormap(result.class_names, self._colors(params)),
+            colormap=class_colormap(result.class_names, self._colors()),
             features=class_features(result.class_names),
             metadata=meta,
             opacity=0.6,
             **geometry,
         )
 
-    def _spatial_slice_axis(self, params: dict) -> int:
-        axis = params['slice_axis']
-        c = params['channel_axis']
-        if c is not None and not params['rgb'] and c < axis:
-            axis -= 1
-        return axis
-
-    def _colors(self, params: dict) -> list | None:
+    def _colors(self) -> list | None:
         try:
             return self._predictor.metadata.get('classes', {}).get('colors')
         except AttributeError:
             return None
 
-    def _probability_writers(self, params: dict, result) -> list:
+    def _probability_writers(self, run: _Run, answer) -> list:
         """One hidden image layer per class, ``<labels name> p(<class>)``:
         separate layers keep the viewer's dimensions those of the image.
         Returns one callable per layer (each adds or updates it)."""
-        if params['slice_index'] is not None:
+        if answer.region:
             return []  # a single plane of probabilities would mislead
-        image = params['layer']
-        model_name = Path(params['path']).name.split('.')[0]
+        result = answer.prediction
+        image = run.layer
+        model_name = run.model_name
         probs = result.probabilities
         if probs.ndim == result.labels.ndim:  # one class: foreground only
             planes = {result.class_names[-1]: probs}
         else:
             planes = dict(zip(result.class_names, probs, strict=True))
-        geometry = self._geometry(params)
+        geometry = self._geometry(run)
 
         def writer(cls: str, data: np.ndarray):
             def write() -> None:

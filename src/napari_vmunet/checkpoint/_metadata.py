@@ -133,7 +133,7 @@ def parse_normalization(value: str | Mapping) -> dict:
             f'cannot read normalization {value!r}; use minmax, none, '
             'window:LOW,HIGH (e.g. window:-125,275) or percentile:LOW,HIGH '
             '(e.g. percentile:1,99.8), optionally followed by :A,B for the '
-            'output range (default 0,255)'
+            "output range (default: the model's own, 0,255 for a new one)"
         )
     return out
 

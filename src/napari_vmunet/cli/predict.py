@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         'percentile[:LOW,HIGH] (robust to outliers) or window:LOW,HIGH',
     )
     p.add_argument(
+        '--nonfinite-background',
+        action='store_true',
+        help='label NaN / infinite pixels (missing data) background; without '
+        'it they count as the darkest or brightest finite value, with a warning',
+    )
+    p.add_argument(
         '--tile-size',
         type=int,
         default=None,
@@ -163,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
         from ..inference import check_normalization
 
         try:
-            args.normalization = check_normalization(
-                parse_normalization(args.normalization)
-            )
+            spec = parse_normalization(args.normalization)
+            check_normalization(spec)  # now, before any compute
+            # the Predictor keeps the model's output range unless one is given
+            args.normalization = spec
         except ValueError as err:
             raise UserError(f'--normalization: {err}') from None
     folder = output.parent if len(files) == 1 and names_a_file(output) else output
@@ -232,6 +239,7 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
         batch_size=args.batch_size,
         threshold=args.threshold,
         normalization=args.normalization,
+        nonfinite_background=args.nonfinite_background,
     )
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []

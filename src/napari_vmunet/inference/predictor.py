@@ -39,17 +39,13 @@ from .._threads import default_threads, torch_threads
 from ..devices import resolve_device
 from ..rules.intensity import PlaneInspector, inspect_intensities
 from ..rules.layout import ImageLayout, image_layout, slice_position
-from ..rules.normalization import check_normalization, map_channels, normalize
+from ..rules.normalization import map_channels, normalize, override_normalization
+from ..rules.tiled_prediction import BlendedSlice, SliceWindows
 from ..rules.tiling import (
     DEFAULT_OVERLAP,
-    auto_tile,
     blend_weights,
     check_overlap,
     check_tile_size,
-    pad_to,
-    padded_shape,
-    tile_shape,
-    tile_slices,
 )
 from .fit import judge_fit, sample_planes
 
@@ -83,7 +79,7 @@ class Progress:
 
     def describe(self) -> str:
         """``'slice 3/48, tile 3/48, about 40 s left'`` for a status line."""
-        parts = []
+        parts = [self.message] if self.message else []
         if self.slices_total > 1:
             parts.append(f'slice {self.slices_done}/{self.slices_total}')
         parts.append(f'tile {self.done}/{self.total}')
@@ -178,6 +174,11 @@ class Predictor:
     threads:
         CPU threads while predicting on the CPU; default: all CPUs but one,
         minus those a training of this session uses (see ``_threads``).
+    nonfinite_background:
+        Pixels that are NaN or infinite in any channel (missing data) get
+        label 0 and probability 0.  Otherwise the network sees them as the
+        darkest (NaN, -inf) or brightest (+inf) finite value, and the result
+        warns about them.
     """
 
     #: dtype of returned probabilities: float16 halves the memory of big
@@ -197,6 +198,7 @@ class Predictor:
         scan_backend: str = 'auto',
         amp: bool = True,
         threads: int | None = None,
+        nonfinite_background: bool = False,
     ):
         if isinstance(checkpoint, (str, Path)):
             from ..checkpoint import load_checkpoint
@@ -215,11 +217,12 @@ class Predictor:
             batch_size = DEFAULT_BATCH.get(self.device.type, 2)
         self.batch_size = check_batch_size(batch_size)
         self.threshold = check_threshold(threshold)
-        self.normalization = check_normalization(
-            normalization or inputs.get('normalization')
+        self.normalization = override_normalization(
+            inputs.get('normalization'), normalization
         )
         self.amp = amp
         self.threads = threads
+        self.nonfinite_background = bool(nonfinite_background)
 
     # -- what the model is ------------------------------------------------
     @property
@@ -333,13 +336,19 @@ class Predictor:
         inspector = None
         notes: list[str] = []
         if isinstance(image, np.ndarray):
-            report = inspect_intensities(image, normalization=self.normalization)
+            report = inspect_intensities(
+                image,
+                normalization=self.normalization,
+                nonfinite_background=self.nonfinite_background,
+            )
             report.raise_errors()
             notes += report.warnings
             for note in notes:
                 warnings.warn(note, UserWarning, stacklevel=3)
         else:
-            inspector = PlaneInspector(self.normalization)
+            inspector = PlaneInspector(
+                self.normalization, nonfinite_background=self.nonfinite_background
+            )
         # does the model suit the image?  Lazy images are judged on the
         # planes the run reads anyway, at the end
         fit_planes, fit_inputs = None, []
@@ -359,12 +368,10 @@ class Predictor:
         height, width = (
             s for i, s in enumerate(spatial) if i != slice_position(layout)
         )
-        edge = self.tile_size
-        if edge is None:
-            edge = auto_tile(height, width, self.device.type)
-        tile = tile_shape(height, width, edge)
-        ph, pw = padded_shape(height, width, tile)
-        windows = tile_slices(ph, pw, tile, self.overlap)
+        geometry = SliceWindows.of(
+            height, width, self.tile_size, self.device.type, self.overlap
+        )
+        windows = geometry.windows
         n_slices = layout.n_slices
         total = n_slices * len(windows)
 
@@ -379,8 +386,9 @@ class Predictor:
         probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
 
         batch_size = self.batch_size
-        weights = blend_weights(tile, self.device)
-        in_flight: dict[int, _SliceState] = {}
+        weights = blend_weights(geometry.tile, self.device)
+        in_flight: dict[int, BlendedSlice] = {}
+        missing: dict[int, np.ndarray] = {}  # slice -> its non-finite pixels
         queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
         done = slices_done = 0
         pos = 0
@@ -401,35 +409,34 @@ class Predictor:
                             )
                         )
                     in_flight[z] = self._prepare(
-                        plane, layout.rgb, channel_map, ph, pw, len(windows)
+                        plane, layout.rgb, channel_map, geometry
                     )
+                    if self.nonfinite_background:
+                        bad = ~np.isfinite(plane).all(axis=0)
+                        if bad.any():
+                            missing[z] = bad
             try:
                 out = self._forward(
-                    [in_flight[z].input[(slice(None), *windows[w])] for z, w in batch]
+                    [in_flight[z].window_input(windows[w]) for z, w in batch]
                 )
             except Exception as err:
                 if not _is_oom(err):
                     raise
                 batch_size, note = self._recover_from_oom(batch_size)
                 notes.append(note)
-                weights = blend_weights(tile, self.device)
+                weights = blend_weights(geometry.tile, self.device)
                 for state in in_flight.values():  # the device may have changed
-                    state.acc = state.acc.to(self.device)
-                    state.weight = state.weight.to(self.device)
+                    state.to(self.device)
                 warnings.warn(note, RuntimeWarning, stacklevel=2)
                 continue
             for (z, w), tile_out in zip(batch, out, strict=True):
-                state = in_flight[z]
-                sl = (slice(None), *windows[w])
-                state.acc[sl] += tile_out * weights
-                state.weight[windows[w]] += weights
-                state.remaining -= 1
+                in_flight[z].add(windows[w], tile_out, weights)
             pos += len(batch)
             done += len(batch)
             for z in [z for z, s in in_flight.items() if s.remaining == 0]:
                 state = in_flight.pop(z)
-                p = (state.acc / state.weight)[:, :height, :width]
-                self._write(p, labels_view, probs_view, z)
+                p = state.probabilities(height, width)
+                self._write(p, labels_view, probs_view, z, missing.pop(z, None))
                 slices_done += 1
             left = None
             if warm:  # the pace since the first batch, which had one-off costs
@@ -457,18 +464,10 @@ class Predictor:
         )
 
     # -- steps ------------------------------------------------------------
-    def _prepare(self, plane, rgb, channel_map, ph, pw, n_tiles) -> _SliceState:
+    def _prepare(self, plane, rgb, channel_map, geometry) -> BlendedSlice:
         x = normalize(plane, self.normalization)
         x = map_channels(x, self.input_channels, channel_map, rgb=rgb)
-        x = pad_to(x, ph, pw)
-        k = self.num_classes
-        dev = self.device
-        return _SliceState(
-            input=torch.from_numpy(np.ascontiguousarray(x)),
-            acc=torch.zeros((k, ph, pw), dtype=torch.float32, device=dev),
-            weight=torch.zeros((ph, pw), dtype=torch.float32, device=dev),
-            remaining=n_tiles,
-        )
+        return BlendedSlice.start(x, geometry, self.num_classes, self.device)
 
     @torch.inference_mode()
     def _forward(self, tiles: list[torch.Tensor]) -> torch.Tensor:
@@ -481,7 +480,13 @@ class Predictor:
         y = y.float()
         return y if self.num_classes == 1 else torch.softmax(y, dim=1)
 
-    def _write(self, p: torch.Tensor, labels, probs, z: int) -> None:
+    def _write(self, p: torch.Tensor, labels, probs, z: int, missing=None) -> None:
+        if missing is not None:  # missing data is background, for certain
+            bad = torch.from_numpy(missing).to(p.device)
+            p = p.clone()
+            p[:, bad] = 0.0
+            if self.num_classes > 1:
+                p[0, bad] = 1.0
         if self.num_classes == 1:
             labels[z] = (p[0] >= self.threshold).cpu().numpy()
         else:
@@ -514,14 +519,6 @@ class Predictor:
             'out of memory on the CPU with one tile at a time: use a smaller '
             'tile size or close other programs'
         )
-
-
-@dataclass
-class _SliceState:
-    input: torch.Tensor  # (C, Hp, Wp) normalised, padded, on the CPU
-    acc: torch.Tensor  # (K, Hp, Wp) weighted sum of tile outputs
-    weight: torch.Tensor  # (Hp, Wp) sum of tile weights
-    remaining: int
 
 
 def _slice_first(array: np.ndarray | None, layout: ImageLayout, offset: int = 0):

@@ -61,13 +61,32 @@ def complex_message(name: str, dtype: Any) -> str:
     )
 
 
+def nonfinite_note(fraction: float, name: str, as_background: bool) -> str:
+    """What the user should know about NaN/inf pixels, and the fix."""
+    share = f'{100 * fraction:.3g} % of the pixels of {name} are NaN or infinite'
+    if as_background:
+        return f'{share}; they are labelled background, as asked.'
+    return (
+        f'{share}; they are treated as the darkest (NaN, -inf) or brightest '
+        '(+inf) finite value, which can distort the result there. If they mark '
+        "missing data, label them background (the dock's option 'NaN / Inf "
+        "pixels are background', predict --nonfinite-background) or crop them "
+        'away first.'
+    )
+
+
 def inspect_intensities(
-    image: Any, *, normalization: dict | None = None, name: str = 'the image'
+    image: Any,
+    *,
+    normalization: dict | None = None,
+    name: str = 'the image',
+    nonfinite_background: bool = False,
 ) -> IntensityReport:
     """Errors and warnings about ``image`` (any layout, numpy or lazy).
 
     ``normalization`` (the checkpoint's) decides whether outliers matter:
-    they ruin ``minmax`` only.
+    they ruin ``minmax`` only; ``nonfinite_background`` whether NaN/inf
+    pixels are labelled background (else the warning offers it).
     """
     dtype = np.dtype(getattr(image, 'dtype', np.float32))
     if np.issubdtype(dtype, np.complexfloating):
@@ -80,7 +99,7 @@ def inspect_intensities(
         )
     values = _values(image)
     if not np.issubdtype(values.dtype, np.floating):  # integers are finite
-        return _report(values, 0.0, normalization, name)
+        return _report(values, 0.0, normalization, name, nonfinite_background)
     good = np.isfinite(values)
     bad_fraction = 1.0 - float(good.mean()) if values.size else 0.0
     finite = values if bad_fraction == 0 else values[good]
@@ -90,7 +109,7 @@ def inspect_intensities(
             'there is nothing to segment; check how it was exported.'
         )
         return IntensityReport(errors=(message,), nonfinite_fraction=1.0)
-    return _report(finite, bad_fraction, normalization, name)
+    return _report(finite, bad_fraction, normalization, name, nonfinite_background)
 
 
 def _values(image: Any) -> np.ndarray:
@@ -104,8 +123,14 @@ class PlaneInspector:
     empty slices); NaN/inf and outlier warnings for the whole image.
     """
 
-    def __init__(self, normalization: dict | None = None, name: str = 'the image'):
+    def __init__(
+        self,
+        normalization: dict | None = None,
+        name: str = 'the image',
+        nonfinite_background: bool = False,
+    ):
         self.normalization, self.name = normalization, name
+        self.nonfinite_background = nonfinite_background
         self.planes = self.unusable = 0
         self.bad = self.total = 0
         self.outlier_planes: list[int] = []
@@ -132,9 +157,7 @@ class PlaneInspector:
         fraction = self.bad / self.total if self.total else 0.0
         if 0 < fraction < 1:
             warnings.append(
-                f'{100 * fraction:.3g} % of the pixels of {self.name} are NaN or '
-                'infinite; they were treated as the darkest or brightest finite '
-                'value. If they mark missing data, mask them or crop them away.'
+                nonfinite_note(fraction, self.name, self.nonfinite_background)
             )
         if self.outlier_planes:
             shown = ', '.join(map(str, self.outlier_planes[:8]))
@@ -149,7 +172,11 @@ class PlaneInspector:
 
 
 def _report(
-    values: np.ndarray, bad_fraction: float, normalization: dict | None, name: str
+    values: np.ndarray,
+    bad_fraction: float,
+    normalization: dict | None,
+    name: str,
+    nonfinite_background: bool = False,
 ) -> IntensityReport:
     low, high = float(values.min()), float(values.max())
     errors, warnings = [], []
@@ -162,12 +189,7 @@ def _report(
             errors=tuple(errors), nonfinite_fraction=bad_fraction, low=low, high=high
         )
     if bad_fraction > 0:
-        warnings.append(
-            f'{100 * bad_fraction:.3g} % of the pixels of {name} are NaN or '
-            'infinite; they are treated as the darkest (NaN, -inf) or brightest '
-            '(+inf) finite value, which can distort the result there. If they '
-            'mark missing data, mask them or crop them away first.'
-        )
+        warnings.append(nonfinite_note(bad_fraction, name, nonfinite_background))
     sample = values
     if values.size > _PERCENTILE_SAMPLE:
         sample = values[:: values.size // _PERCENTILE_SAMPLE + 1]

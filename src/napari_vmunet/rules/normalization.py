@@ -87,6 +87,19 @@ def check_normalization(spec: dict | None) -> dict:
     return spec
 
 
+def override_normalization(own: dict | None, override: dict | None) -> dict:
+    """The checkpoint's normalisation ``own`` replaced by a user's
+    ``override`` (None: no override).  The output range is the model's
+    unless the override names one: a model trained on [0, 1] inputs must
+    still get [0, 1] when the user only asks for percentiles."""
+    own = check_normalization(own)
+    if not override:
+        return own
+    spec = dict(override)
+    spec.setdefault('range', own['range'])
+    return check_normalization(spec)
+
+
 def _is_number(value) -> bool:
     return (
         isinstance(value, (int, float))

@@ -48,7 +48,7 @@ from ..checkpoint._state import describe_architecture
 from ..devices import resolve_device
 from ..model import VMUNet
 from ..rules.input_stats import summarize_inputs
-from ..rules.normalization import check_normalization
+from ..rules.normalization import check_normalization, override_normalization
 from ..rules.tiling import DEFAULT_TILE, check_tile
 from .augment import AugmentConfig
 from .config import TrainConfig, last_path
@@ -490,7 +490,6 @@ class Trainer:
             loss_fn=self.loss_fn,
             class_names=self.class_names,
             num_classes=self.num_classes,
-            tile=self.tile,
             device=self.device,
             batch_size=self.batch_size,
             should_stop=should_stop,
@@ -764,12 +763,11 @@ class Trainer:
         self.class_names = list(names or default_class_names(self.num_classes))
         colors = meta['classes']['colors'] if meta and c.class_names is None else None
         self.class_colors = list(colors or [None] * len(self.class_names))
-        if c.normalization is not None:
-            norm = parse_normalization(c.normalization)
-        elif meta:
-            norm = meta['input']['normalization']
-        else:
-            norm = {'mode': 'minmax'}
+        own = meta['input']['normalization'] if meta else None
+        norm = own
+        if c.normalization is not None:  # keeps a fine-tuned model's range
+            norm = override_normalization(own, parse_normalization(c.normalization))
+        norm = norm or {'mode': 'minmax'}
         tile = (
             c.tile_size
             or (meta['input']['tile_size'][0] if meta else None)

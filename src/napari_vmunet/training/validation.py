@@ -1,12 +1,12 @@
 """Validation on whole slices, predicted the way inference predicts them.
 
-Each validation slice is mirror-padded to at least one tile, cut into
-Gaussian-blended sliding windows of the training tile (MONAI
-``sliding_window_inference`` with the predictor's overlap 0.25 and sigma
-0.125), and its blended *probabilities* are compared with the labels: the
-loss is the training loss of those probabilities and the Dice is MONAI's
-``DiceMetric`` on the thresholded / argmax prediction, i.e. on the labels a
-user would get from :class:`~napari_vmunet.inference.Predictor`.
+Each validation slice goes through the Predictor's own tiled prediction
+(:mod:`napari_vmunet.rules.tiled_prediction`: the window chosen for the
+slice and the device, never the training tile; mirror padding; Gaussian
+blending), and its blended *probabilities* are compared with the labels:
+the loss is the training loss of those probabilities and the Dice is
+MONAI's ``DiceMetric`` on the thresholded / argmax prediction, i.e. on the
+labels a user gets from :class:`~napari_vmunet.inference.Predictor`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
-from ..rules.tiling import BLEND_SIGMA, DEFAULT_OVERLAP, pad_to
+from ..rules.tiled_prediction import predict_slice
 from .data import Sample
 from .losses import DiceScore, loss_on_probabilities, mean_dice
 
@@ -39,7 +39,6 @@ def evaluate(
     loss_fn: nn.Module,
     class_names: Sequence[str],
     num_classes: int,
-    tile: int,
     device: torch.device,
     batch_size: int = 4,
     should_stop: Callable[[], bool] | None = None,
@@ -54,7 +53,7 @@ def evaluate(
             if should_stop is not None and should_stop():
                 break
             probs = predict_probabilities(
-                model, sample, tile, device, batch_size, num_classes
+                model, sample, device, batch_size, num_classes
             )
             target = torch.from_numpy(sample.mask).long()[None].to(device)
             losses.append(float(loss_on_probabilities(loss_fn, probs, target)))
@@ -73,28 +72,18 @@ def evaluate(
 def predict_probabilities(
     model: nn.Module,
     sample: Sample,
-    tile: int,
     device: torch.device,
     batch_size: int,
     num_classes: int,
 ) -> torch.Tensor:
     """``(1, K, H, W)`` blended probabilities of one slice (``K`` = 1 for a
-    one-class model)."""
-    h, w = sample.shape
-    ph, pw = max(h, tile), max(w, tile)  # as the predictor pads
-    x = torch.from_numpy(pad_to(sample.image, ph, pw)).float()[None].to(device)
+    one-class model), through the Predictor's tiled prediction."""
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         out = model(batch).float()
         return out if num_classes == 1 else torch.softmax(out, dim=1)
 
-    probs = sliding_window_inference(
-        x,
-        roi_size=(tile, tile),
-        sw_batch_size=batch_size,
-        predictor=forward,
-        overlap=DEFAULT_OVERLAP,
-        mode='gaussian',
-        sigma_scale=BLEND_SIGMA,
-    )
-    return probs[..., :h, :w]
+    image = sample.image.astype(np.float32, copy=False)
+    return predict_slice(
+        forward, image, channels_out=num_classes, device=device, batch_size=batch_size
+    )[None]

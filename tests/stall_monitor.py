@@ -4,7 +4,8 @@
 thread workers turned out to slow napari down, #740).  A ``QTimer`` ticks
 every ``interval_ms`` on the GUI thread; the longest gap between ticks,
 minus the interval, is the longest time the event loop could not react.
-Used by the tests and by ``benchmarks/responsiveness.py``.
+Used by the GUI tests and by ``benchmarks/responsiveness.py``; it lives
+beside the tests because the installed plugin has no use for it.
 """
 
 from __future__ import annotations
