@@ -160,3 +160,64 @@ def test_errors_are_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith('napari-vmunet: error: no such file')
     assert 'Traceback' not in proc.stderr
+
+
+def test_uncertainty_table_and_map_beside_the_labels_never_overwritten(
+    checkpoint, inputs, tmp_path, capsys
+):
+    from napari_vmunet.measure import read_csv
+
+    folder, files = inputs
+    out, table = tmp_path / 'out', tmp_path / 'next.csv'
+    args = ['predict', '-m', str(checkpoint), '-o', str(out), '-q']
+    args += ['--uncertainty', str(table), '--uncertainty-map']
+    chosen = [str(files[0]), str(files[2])]  # a NIfTI volume and a PNG
+    assert main(args + chosen) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        'brain_crop_labels.nii.gz',
+        'brain_crop_uncertainty.nii.gz',
+        'noise_labels.png',
+        'noise_uncertainty.tif',  # PNG holds no floats
+    ]
+    volume = read_image(files[0])
+    want = Predictor(checkpoint, device='cpu').predict(
+        volume.data, slice_axis=volume.axes.index('Z'), return_uncertainty=True
+    )
+    written = read_image(out / 'brain_crop_uncertainty.nii.gz')
+    np.testing.assert_allclose(written.data, want.uncertainty, atol=1e-3)
+    np.testing.assert_allclose(written.affine, volume.affine)
+    rows = read_csv(table)
+    assert rows.columns == ['file', 'rank', 'slice', 'uncertainty']
+    mine = rows['file'] == 'brain_crop.nii.gz'
+    assert rows['slice'][mine].tolist() == want.ranking().order.tolist()
+    assert rows['rank'][mine].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(
+        rows['uncertainty'][mine], want.slice_uncertainty[want.ranking().order]
+    )
+    assert rows['slice'][rows['file'] == 'noise.png'].tolist() == [0]
+
+    # a second run refuses before computing anything, and changes nothing
+    before = {p: p.stat().st_mtime_ns for p in [table, *out.iterdir()]}
+    capsys.readouterr()
+    for extra in (['--uncertainty', str(tmp_path / 'new.csv')], []):
+        code = main(
+            ['predict', '-m', str(checkpoint), '-o', str(out), '-q']
+            + ['--uncertainty-map', *extra, *chosen]
+        )
+        assert code == 1  # a UserError
+        assert 'exist already' in capsys.readouterr().err
+    other = ['predict', '-m', str(checkpoint), '-o', str(tmp_path / 'other'), '-q']
+    code = main(other + ['--uncertainty', str(table), str(files[1])])
+    assert code == 1
+    assert f'{table} exists already; pass --overwrite' in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert not (tmp_path / 'new.csv').exists()
+    # nor over an image, input or not
+    code = main(other + ['--uncertainty', str(files[1]), str(files[1])])
+    assert code == 1 and 'written as .csv: got slice.tif' in capsys.readouterr().err
+    assert main(args + ['--overwrite', *chosen]) == 0
+    assert read_csv(table).n_rows == rows.n_rows
+    # a folder given again does not feed the uncertainty maps back in
+    again = tmp_path / 'again'
+    code = main(['predict', '-m', str(checkpoint), '-o', str(again), '-q', str(out)])
+    assert code == 1 and 'no readable images' in capsys.readouterr().err

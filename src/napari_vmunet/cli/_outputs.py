@@ -4,7 +4,7 @@ The rules (also in docs/cli.md):
 
 * an input is never written over, not even with ``--overwrite``;
 * files that look like this command's own outputs (``*_labels.*``,
-  ``*_probabilities.*``), hidden files and the temporary files of
+  ``*_probabilities.*``, ``*_uncertainty.*``), hidden files and the temporary files of
   interrupted writes are never picked up from a folder or a pattern (name
   such a file explicitly to predict it anyway);
 * an existing output is only replaced with ``--overwrite``;
@@ -30,6 +30,7 @@ from . import UserError
 #: what ``predict`` appends to an input's name
 LABELS_TAG = '_labels'
 PROBABILITIES_TAG = '_probabilities'
+UNCERTAINTY_TAG = '_uncertainty'
 _WRITABLE = ('.nii.gz', '.nii', '.tif', '.tiff', '.png')
 _LIST = 10  # how many clashes a message lists
 
@@ -41,16 +42,19 @@ class Planned:
     source: Path
     labels: Path
     probabilities: Path | None
+    #: ``--uncertainty-map``: the per-pixel uncertainty, beside the labels
+    uncertainty: Path | None = None
 
     @property
     def outputs(self) -> list[Path]:
-        return [p for p in (self.labels, self.probabilities) if p is not None]
+        files = (self.labels, self.probabilities, self.uncertainty)
+        return [p for p in files if p is not None]
 
 
 def looks_like_output(path: Path) -> bool:
     """A name this command writes (``scan_labels.png``)."""
     stem, _ = split_name(path.name)
-    return stem.endswith((LABELS_TAG, PROBABILITIES_TAG))
+    return stem.endswith((LABELS_TAG, PROBABILITIES_TAG, UNCERTAINTY_TAG))
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[Path]]:
@@ -104,11 +108,13 @@ def _output_ext(source: Path) -> str:
     return ext
 
 
-def _paths(stem: str, ext: str, folder: Path, probabilities: bool):
-    prob_ext = '.tif' if ext == '.png' else ext
+def _paths(stem: str, ext: str, folder: Path, probabilities: bool, uncertainty: bool):
+    # PNG holds no floats: probabilities and uncertainty go to TIFF then
+    float_ext = '.tif' if ext == '.png' else ext
     labels = folder / f'{stem}{LABELS_TAG}{ext}'
-    probs = folder / f'{stem}{PROBABILITIES_TAG}{prob_ext}' if probabilities else None
-    return labels, probs
+    probs = folder / f'{stem}{PROBABILITIES_TAG}{float_ext}' if probabilities else None
+    unc = folder / f'{stem}{UNCERTAINTY_TAG}{float_ext}' if uncertainty else None
+    return labels, probs, unc
 
 
 def names_a_file(output: Path) -> bool:
@@ -117,21 +123,21 @@ def names_a_file(output: Path) -> bool:
 
 
 def plan_outputs(
-    files: list[Path], output: Path, probabilities: bool
+    files: list[Path], output: Path, probabilities: bool, uncertainty: bool = False
 ) -> tuple[list[Planned], list[str]]:
     """The outputs of every input, and notes on names that were changed."""
+    extra = (probabilities, uncertainty)
     if len(files) == 1 and names_a_file(output):
         stem = split_name(output.name)[0]
-        _, probs = _paths(stem, _output_ext(files[0]), output.parent, probabilities)
-        return [Planned(files[0], output, probs)], []
+        _, *floats = _paths(stem, _output_ext(files[0]), output.parent, *extra)
+        return [Planned(files[0], output, *floats)], []
     planned = {
-        f: _paths(split_name(f.name)[0], _output_ext(f), output, probabilities)
-        for f in files
+        f: _paths(split_name(f.name)[0], _output_ext(f), output, *extra) for f in files
     }
     notes: list[str] = []
     for group in _clashes(planned):
         for source, stem in zip(group, _distinct_stems(group), strict=True):
-            planned[source] = _paths(stem, _output_ext(source), output, probabilities)
+            planned[source] = _paths(stem, _output_ext(source), output, *extra)
         notes.append(
             'inputs with the same name get distinct outputs: '
             + ', '.join(f'{s} -> {planned[s][0].name}' for s in group)

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import UserError
 from ._objects import add_object_options
 
@@ -55,6 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         '--probabilities',
         action='store_true',
         help='also write the per-class probabilities',
+    )
+    p.add_argument(
+        '--uncertainty',
+        default=None,
+        metavar='TABLE.csv',
+        help="also write the slices of every input ranked by the model's "
+        'uncertainty (where to annotate next) to this CSV: file, rank, slice, '
+        'uncertainty (0 certain .. 1 a coin toss)',
+    )
+    p.add_argument(
+        '--uncertainty-map',
+        action='store_true',
+        help='also write the per-pixel uncertainty of each input beside its '
+        'labels (<name>_uncertainty, TIFF for PNG inputs)',
     )
     p.add_argument(
         '--slice-axis',
@@ -160,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     # everything that can be wrong is found before the model is loaded
     files, skipped = expand_inputs(args.inputs)
     output = Path(args.output)
-    plan, renamed = plan_outputs(files, output, args.probabilities)
+    plan, renamed = plan_outputs(
+        files, output, args.probabilities, args.uncertainty_map
+    )
     check_plan(plan, args.overwrite)
     slice_spec = parse_slice_axis(args.slice_axis)
     channel_map = parse_channel_map(args.channel_map)
@@ -178,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     folder = output.parent if len(files) == 1 and names_a_file(output) else output
     check_writable_folder(folder, 'predictions')
     _check_objects(args, plan)
+    _check_uncertainty(args, plan)
     for note in _notes(skipped, renamed):
         print(f'note: {note}', file=sys.stderr)
     return _predict_all(args, plan, slice_spec, channel_map)
@@ -200,6 +219,26 @@ def _check_objects(args: argparse.Namespace, plan) -> None:
     outputs = [o for p in plan for o in p.outputs]
     sources = [p.source for p in plan]
     args.measure = check_output_file(args.measure, sources + outputs, args.overwrite)
+
+
+def _check_uncertainty(args: argparse.Namespace, plan) -> None:
+    """``--uncertainty``: the table's file checked like ``--measure``'s,
+    and not the same file as the objects table."""
+    from ._objects import check_output_file
+
+    if args.uncertainty is None:
+        return
+    if _rank()[1] > 1:
+        raise UserError(
+            '--uncertainty writes one table, which ranks of torchrun cannot '
+            'share: predict without torchrun'
+        )
+    taken = [p.source for p in plan] + [o for p in plan for o in p.outputs]
+    if args.measure is not None:
+        taken.append(args.measure)
+    args.uncertainty = check_output_file(
+        args.uncertainty, taken, args.overwrite, what='uncertainty table'
+    )
 
 
 def _notes(skipped: list[Path], renamed: list[str]) -> list[str]:
@@ -244,6 +283,7 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []
     tables: list = []
+    rankings: list = []
     for item in mine:
         path = item.source
         try:
@@ -267,6 +307,7 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
                 rgb=image.rgb,
                 channel_map=channel_map,
                 return_probabilities=args.probabilities or _needs_probabilities(args),
+                return_uncertainty=args.uncertainty is not None or args.uncertainty_map,
                 progress=show,
             )
             bar.close()
@@ -282,6 +323,11 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
                     axes = 'C' + axes
                 write_image(item.probabilities, probs, like=image, axes=axes)
                 written.append(item.probabilities)
+            if item.uncertainty is not None:
+                write_image(item.uncertainty, result.uncertainty, like=image)
+                written.append(item.uncertainty)
+            if args.uncertainty is not None:
+                rankings.append((path.name, result.ranking()))
             counts = ', '.join(
                 f'{printable(name)}: {int((result.labels == i).sum())} px'
                 for i, name in enumerate(result.class_names)
@@ -303,6 +349,8 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
             )
     if args.measure is not None:
         _write_table(args.measure, tables)
+    if args.uncertainty is not None:
+        _write_ranking(args.uncertainty, rankings)
     if failures:
         print(f'{prefix}{len(failures)} of {len(mine)} file(s) failed', file=sys.stderr)
         return 1
@@ -343,3 +391,22 @@ def _write_table(path, tables: list) -> None:
     table = combine(tables)
     table.to_csv(path)
     print(f'table: {path} ({table.n_rows} rows)')
+
+
+def _write_ranking(path, rankings: list) -> None:
+    """One row per slice of every input, most uncertain first per input."""
+    from ..measure import Table
+
+    rows = [(name, r) for name, ranking in rankings for r in ranking.rows()]
+    table = Table(
+        {
+            'file': np.array([name for name, _ in rows], dtype=object),
+            'rank': np.array([r['rank'] for _, r in rows], dtype=np.int64),
+            'slice': np.array([r['slice'] for _, r in rows], dtype=np.int64),
+            'uncertainty': np.array(
+                [r['uncertainty'] for _, r in rows], dtype=np.float64
+            ),
+        }
+    )
+    table.to_csv(path)
+    print(f'uncertainty: {path} ({table.n_rows} slices ranked)')

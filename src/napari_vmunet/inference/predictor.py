@@ -48,6 +48,7 @@ from ..rules.tiling import (
     check_tile_size,
 )
 from .fit import judge_fit, sample_planes
+from .uncertainty import SliceRanking, pixel_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,28 @@ class PredictionResult:
     device: str  # where it finally ran
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    #: with ``return_uncertainty``: the per-pixel uncertainty (normalised
+    #: entropy, 0 certain .. 1 a coin toss; float16, spatial shape) and
+    #: its mean per slice (``inference.uncertainty``)
+    uncertainty: np.ndarray | None = None
+    slice_uncertainty: np.ndarray | None = None
+    #: the axis of ``labels`` the slices were predicted along (None: 2-D)
+    slice_axis: int | None = None
+
+    def ranking(self, annotated: Any = ()) -> SliceRanking:
+        """The slices to annotate next, most uncertain first, without the
+        ``annotated`` ones (slice indices, or a labels array whose slices
+        with any label count as annotated).  Needs ``return_uncertainty``."""
+        from .uncertainty import annotated_slices, rank_slices
+
+        if self.slice_uncertainty is None:
+            raise ValueError(
+                'this prediction has no uncertainty: predict with '
+                'return_uncertainty=True (CLI: --uncertainty)'
+            )
+        if isinstance(annotated, np.ndarray) and annotated.shape == self.labels.shape:
+            annotated = annotated_slices(annotated, self.slice_axis)
+        return rank_slices(self.slice_uncertainty, annotated)
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -276,6 +299,7 @@ class Predictor:
         rgb: bool | None = None,
         channel_map: Sequence[int] | None = None,
         return_probabilities: bool = False,
+        return_uncertainty: bool = False,
         progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | threading.Event | None = None,
     ) -> PredictionResult:
@@ -288,6 +312,7 @@ class Predictor:
             rgb=rgb,
             channel_map=channel_map,
             return_probabilities=return_probabilities,
+            return_uncertainty=return_uncertainty,
         )
         return drive(
             gen, progress, should_cancel, lambda: Cancelled('prediction cancelled')
@@ -302,6 +327,7 @@ class Predictor:
         rgb: bool | None = None,
         channel_map: Sequence[int] | None = None,
         return_probabilities: bool = False,
+        return_uncertainty: bool = False,
     ) -> Generator[Progress, None, PredictionResult]:
         """Generator form: yields :class:`Progress` after every tile batch and
         returns the :class:`PredictionResult` (``StopIteration.value``).
@@ -310,6 +336,11 @@ class Predictor:
         ``channel_axis``, a (Z, Y, X) volume (slices along ``slice_axis``,
         default the first spatial axis), or a volume with channels.  numpy,
         dask and zarr arrays are accepted.
+
+        ``return_uncertainty``: also the per-pixel uncertainty map and its
+        mean per slice, computed slice by slice as the run goes (no
+        probabilities are kept for it); :meth:`PredictionResult.ranking`
+        orders the slices for annotating next.
         """
         threads = None
         if self.device.type == 'cpu':
@@ -323,11 +354,19 @@ class Predictor:
                     rgb,
                     channel_map,
                     return_probabilities,
+                    return_uncertainty,
                 )
             )
 
     def _iter_predict(
-        self, image, channel_axis, slice_axis, rgb, channel_map, return_probabilities
+        self,
+        image,
+        channel_axis,
+        slice_axis,
+        rgb,
+        channel_map,
+        return_probabilities,
+        return_uncertainty=False,
     ) -> Generator[Progress, None, PredictionResult]:
         start = time.perf_counter()
         layout = image_layout(np.shape(image), channel_axis, slice_axis, rgb)
@@ -384,6 +423,11 @@ class Predictor:
             )
         labels_view = _slice_first(labels, layout)
         probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
+        unc = unc_view = slice_unc = None
+        if return_uncertainty:
+            unc = np.zeros(spatial, dtype=np.float16)
+            unc_view = _slice_first(unc, layout)
+            slice_unc = np.full(n_slices, np.nan)
 
         batch_size = self.batch_size
         weights = blend_weights(geometry.tile, self.device)
@@ -436,7 +480,11 @@ class Predictor:
             for z in [z for z, s in in_flight.items() if s.remaining == 0]:
                 state = in_flight.pop(z)
                 p = state.probabilities(height, width)
-                self._write(p, labels_view, probs_view, z, missing.pop(z, None))
+                p = self._write(p, labels_view, probs_view, z, missing.pop(z, None))
+                if unc_view is not None:
+                    u = pixel_uncertainty(p, one_class=k == 1)
+                    slice_unc[z] = float(u.mean())
+                    unc_view[z] = u.cpu().numpy()
                 slices_done += 1
             left = None
             if warm:  # the pace since the first batch, which had one-off costs
@@ -461,6 +509,9 @@ class Predictor:
             device=str(self.device),
             seconds=time.perf_counter() - start,
             warnings=notes,
+            uncertainty=unc,
+            slice_uncertainty=slice_unc,
+            slice_axis=slice_position(layout),
         )
 
     # -- steps ------------------------------------------------------------
@@ -480,7 +531,11 @@ class Predictor:
         y = y.float()
         return y if self.num_classes == 1 else torch.softmax(y, dim=1)
 
-    def _write(self, p: torch.Tensor, labels, probs, z: int, missing=None) -> None:
+    def _write(
+        self, p: torch.Tensor, labels, probs, z: int, missing=None
+    ) -> torch.Tensor:
+        """Write slice ``z``; returns its probabilities as written (missing
+        data set to background), which the uncertainty is computed from."""
         if missing is not None:  # missing data is background, for certain
             bad = torch.from_numpy(missing).to(p.device)
             p = p.clone()
@@ -493,6 +548,7 @@ class Predictor:
             labels[z] = p.argmax(0).cpu().numpy()
         if probs is not None:
             probs[z] = (p[0] if self.num_classes == 1 else p).cpu().numpy()
+        return p
 
     def _recover_from_oom(self, batch_size: int) -> tuple[int, str]:
         if self.device.type == 'cuda':
