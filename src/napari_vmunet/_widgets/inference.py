@@ -313,6 +313,10 @@ class InferenceWidget(QWidget):
         self.diagnostics.setWordWrap(True)
         self.diagnostics.setStyleSheet('color: gray; font-size: 10px')
         layout.addWidget(self.diagnostics)
+        from ._nextslice import NextSlicePanel
+
+        self.next_slices = NextSlicePanel(self.viewer)
+        layout.addWidget(self.next_slices)
         from ._results_table import ObjectsPanel
 
         self.objects = ObjectsPanel(self.viewer, self.image_layer.value)
@@ -666,6 +670,10 @@ class InferenceWidget(QWidget):
             time_axis=time_axis,
             time_index=time_index,
             probabilities=self.probabilities.isChecked(),
+            # a whole volume or stack: rank its slices for annotating next
+            uncertainty=slice_axis is not None
+            and slice_index is None
+            and time_axis is None,
         )
         run = _Run(layer=layer, data=data, request=request)
         # objects and measurements after the prediction (whole runs only)
@@ -806,12 +814,32 @@ class InferenceWidget(QWidget):
             self.status.setText(text)
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
+            self._show_next_slices(run, result)
 
         self._later(labels)
         if result.probabilities is not None:
             for write in self._probability_writers(run, answer):
                 self._later(write)
         self._later(done)
+
+    def _show_next_slices(self, run: _Run, result) -> None:
+        """The most uncertain slices of a volume or stack, annotated ones
+        left out (``inference.uncertainty``); nothing for a 2-D image or a
+        4-D stack; a single plane keeps the list of the last whole run."""
+        panel = self.next_slices
+        if result.slice_uncertainty is None or result.slice_axis is None:
+            if run.request.slice_index is None:
+                panel.clear()
+            return
+        shape = result.labels.shape
+        panel.show_scores(
+            result.slice_uncertainty,
+            run.layer,
+            run.request.slice_axis,
+            shape,
+            result.slice_axis,
+            annotations=panel.default_annotations(shape),
+        )
 
     def _on_aborted(self) -> None:
         self._job_over = True

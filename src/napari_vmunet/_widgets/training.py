@@ -257,6 +257,12 @@ class TrainingWidget(QWidget):
             Qt.TextInteractionFlag.TextSelectableByMouse
         )
         layout.addWidget(self.status)
+        from ._nextslice import NextSlicePanel
+
+        # after each training: where the new model is least sure
+        self.next_slices = NextSlicePanel(self.viewer, choose_annotations=False)
+        layout.addWidget(self.next_slices)
+        self._rank_worker = None
 
         self._fill_start_from()
         self._fill_devices()
@@ -782,6 +788,62 @@ class TrainingWidget(QWidget):
             self._say(f'Finished {ev.epochs_done} epoch(s).{best} Saved {self._best}.')
         if self._best and ev.reason != 'error':
             self.publish_best()  # the hot swap into the inference dock
+            self.suggest_next_slices(self._best)
+
+    # ------------------------------------------------------- next slices
+    def suggest_next_slices(self, checkpoint: str) -> None:
+        """Predict the (first) training volume with ``checkpoint`` in a
+        worker thread and show its most uncertain slices, annotated and
+        background-only ones left out (``inference.uncertainty``)."""
+        pairs = self._pairs or [p for p in [self._current_pair()] if p is not None]
+        if not pairs or pairs[0].labels.ndim != 3 or self._rank_worker is not None:
+            return
+        pair = pairs[0]
+        image = pair.image
+        rgb = bool(getattr(image, 'rgb', False))
+        if image.data.ndim - (1 if rgb else 0) != 3:
+            return
+        axis = self.slice_axis.value()
+        device = self.device.currentData() or 'auto'
+        from napari.qt.threading import create_worker
+
+        def job():
+            from ..inference import Predictor
+
+            predictor = Predictor(checkpoint, device=device)
+            result = yield from predictor.iter_predict(
+                image.data, slice_axis=axis, rgb=rgb, return_uncertainty=True
+            )
+            return result
+
+        worker = create_worker(job, _ignore_errors=True)
+        worker.yielded.connect(
+            lambda step: self.next_slices.say(
+                f"Ranking the slices by the new model's uncertainty: {step.describe()}"
+            )
+        )
+        worker.returned.connect(lambda result: self._show_next_slices(pair, result))
+        worker.errored.connect(
+            lambda err: self.next_slices.say(f'Could not rank the slices: {err}')
+        )
+        worker.finished.connect(self._rank_done)
+        self._rank_worker = worker
+        self.next_slices.say("Ranking the slices by the new model's uncertainty…")
+        worker.start()
+
+    def _show_next_slices(self, pair: _Pair, result) -> None:
+        self.next_slices.show_scores(
+            result.slice_uncertainty,
+            pair.image,
+            self.slice_axis.value(),
+            result.labels.shape,
+            result.slice_axis,
+            annotations=pair.labels,
+            excluded=tuple(sorted(pair.background)),
+        )
+
+    def _rank_done(self) -> None:
+        self._rank_worker = None
 
     # ---------------------------------------------------------------- misc
     def _say(self, text: str) -> None:
@@ -800,5 +862,7 @@ class TrainingWidget(QWidget):
     def shutdown(self) -> None:
         """Stop a running training (used when the dock or napari closes)."""
         self._timer.stop()
+        if self._rank_worker is not None:
+            self._rank_worker.quit()
         if self.process is not None:
             self.process.shutdown()

@@ -48,6 +48,9 @@ class PredictionRequest:
     #: ... only this one; None: every time point
     time_index: int | None = None
     probabilities: bool = False
+    #: the uncertainty map and slice ranking (``inference.uncertainty``);
+    #: a 4-D stack's time points have none
+    uncertainty: bool = False
 
     def predictor_settings(self) -> tuple:
         """What a :class:`Predictor` is built from: a request with the same
@@ -205,7 +208,15 @@ def _iter_parts(request, data, predictor, parts) -> Generator:
         warnings += [w for w in result.warnings if w not in warnings]
         seconds += result.seconds
     final = dataclasses.replace(
-        result, labels=labels, probabilities=probs, seconds=seconds, warnings=warnings
+        result,
+        labels=labels,
+        probabilities=probs,
+        seconds=seconds,
+        warnings=warnings,
+        # one time point's ranking is not the stack's
+        uncertainty=None,
+        slice_uncertainty=None,
+        slice_axis=None,
     )
     return RequestResult(final, ())
 
@@ -218,6 +229,7 @@ def _predict(predictor, request, part, image) -> Generator:
         rgb=part.rgb,
         channel_map=request.channel_map,
         return_probabilities=request.probabilities,
+        return_uncertainty=request.uncertainty,
     )
 
 
