@@ -145,3 +145,5 @@ def test_other_slice_axes_2d_images_and_a_missing_uncertainty(brain_prediction):
     assert plain.uncertainty is None
     with pytest.raises(ValueError, match='return_uncertainty=True'):
         plain.ranking()
+    with pytest.raises(ValueError, match=r'annotations of shape \(2, 64\)'):
+        flat.ranking(np.zeros((2, 64), np.uint8))

@@ -129,7 +129,12 @@ class PredictionResult:
                 'this prediction has no uncertainty: predict with '
                 'return_uncertainty=True (CLI: --uncertainty)'
             )
-        if isinstance(annotated, np.ndarray) and annotated.shape == self.labels.shape:
+        if np.ndim(annotated) > 1:  # a labels array
+            if np.shape(annotated) != self.labels.shape:
+                raise ValueError(
+                    f'annotations of shape {np.shape(annotated)} do not match '
+                    f'the prediction, {self.labels.shape}'
+                )
             annotated = annotated_slices(annotated, self.slice_axis)
         return rank_slices(self.slice_uncertainty, annotated)
 

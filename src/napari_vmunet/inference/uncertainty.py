@@ -126,8 +126,12 @@ class SliceRanking:
         """One row per slice, ranked candidates first (rank 1, 2, ...), then
         the excluded slices (rank empty, ``annotated`` true)."""
         rows = [
-            {'rank': i + 1, 'slice': int(z), 'uncertainty': float(self.scores[z])}
-            | {'annotated': False}
+            {
+                'rank': i + 1,
+                'slice': int(z),
+                'uncertainty': float(self.scores[z]),
+                'annotated': False,
+            }
             for i, z in enumerate(self.order)
         ]
         rows += [
