@@ -2,12 +2,13 @@
 
 The loop of issue #12 on the bundled brain volume (MNI152 T1, 189 axial
 slices, grey and white matter): a user annotates k = 2, then 4, then 8
-slices, and a *new* small VM-UNet is trained on them after each round with
-the same budget (the scratch preset of benchmarks/fewshot.py, shortened:
-``--epochs`` x 10 steps x 4 tiles of 64^2, from scratch each round, the
-same training seed for every strategy).  The volume is taken at every
-second row and column (``--downsample``), 189 slices of 117 x 99, so the
-whole run fits on 2 shared cores.  The slices come from
+slices, and a small VM-UNet is trained on them after each round with the
+same budget, as in the docks' loop: a new model in the first round, then
+the last round's model trained further (the scratch preset of
+benchmarks/fewshot.py, lr 1e-3, shortened: ``--epochs`` x 10 steps x 4
+tiles of 64^2 per round, the same training seed for every strategy).  The
+volume is taken at every second row and column (``--downsample``), 189
+slices of 117 x 99, so the whole run fits on 2 shared cores.  The slices come from
 
 ``uncertainty``
     the two evenly spaced slices first (no model yet), then the most
@@ -37,7 +38,7 @@ input is flipped up-down or left-right; two more predictions).
 
     python benchmarks/nextslice.py [--measures] [--loop]
         [--strategies uncertainty,uncertainty-gap,even,random]
-        [--seeds 0,1,2] [--epochs 15] [--threads 1]
+        [--seeds 0,1,2] [--epochs 16] [--threads 1]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from napari_vmunet.io import load_sample
 from napari_vmunet.training import TrainConfig, Trainer, TrainingPair
 
 SMALL_VMUNET = (24, 48, 96, 192)
-BUDGET = dict(epochs=12, steps_per_epoch=10, batch_size=4, tile_size=64)
+BUDGET = dict(epochs=16, steps_per_epoch=10, batch_size=4, tile_size=64)
 #: every second row and column: a quarter of the pixels, so that the loop's
 #: 16 trainings and predictions fit on 2 shared cores
 DOWNSAMPLE = 2
@@ -79,9 +80,12 @@ def train(
     epochs: int,
     folder: Path,
     seed: int = 0,
+    init: Path | None = None,
 ) -> Path:
-    """A new small VM-UNet trained on the ``annotated`` slices; returns its
-    checkpoint.  An annotated slice without tissue is a background slice."""
+    """A small VM-UNet trained on the ``annotated`` slices, new or
+    continuing from ``init`` (at the scratch preset's rate either way);
+    returns its checkpoint.  An annotated slice without tissue is a
+    background slice."""
     shown = np.zeros_like(labels)
     shown[annotated] = labels[annotated]
     empty = [z for z in annotated if not labels[z].any()]
@@ -89,7 +93,9 @@ def train(
     config = TrainConfig(
         output=output,
         num_classes=NUM_CLASSES,
-        dims=SMALL_VMUNET,
+        init=init,
+        preset='scratch',
+        dims=SMALL_VMUNET if init is None else None,
         val_fraction=0.0,
         seed=seed,
         device='cpu',
@@ -185,7 +191,8 @@ def compare_measures(volume, labels, k, epochs, threads, folder) -> None:
 
 # -- the loop ---------------------------------------------------------------
 
-_RUNS: dict = {}  # annotated slices -> the prediction of their model
+#: the slices of each round so far -> (their model, its prediction)
+_RUNS: dict = {}
 
 
 def run_loop(volume, labels, strategy, seed, epochs, threads, folder) -> None:
@@ -194,6 +201,7 @@ def run_loop(volume, labels, strategy, seed, epochs, threads, folder) -> None:
     order = [int(z) for z in rng.permutation(n)]
     annotated: list[int] = []
     result = None
+    history: tuple = ()  # the slices of every round so far
     for k in ROUNDS:
         if strategy == 'even':
             annotated = even(n, k)
@@ -206,11 +214,12 @@ def run_loop(volume, labels, strategy, seed, epochs, threads, folder) -> None:
             scores = result.slice_uncertainty
             annotated = annotated + pick(scores, annotated, k - len(annotated), gap)
         start = time.perf_counter()
-        key = tuple(sorted(annotated))
-        if key not in _RUNS:  # the same slices train the same model
-            checkpoint = train(volume, labels, annotated, epochs, folder)
-            _RUNS[key] = predict(checkpoint, volume, threads)[1]
-        result = _RUNS[key]
+        last = _RUNS.get(history, (None, None))[0]
+        history = (*history, tuple(sorted(annotated)))
+        if history not in _RUNS:  # the same rounds train the same model
+            checkpoint = train(volume, labels, annotated, epochs, folder, init=last)
+            _RUNS[history] = (checkpoint, predict(checkpoint, volume, threads)[1])
+        result = _RUNS[history][1]
         unseen = np.setdiff1d(np.arange(n), annotated)
         score = dice(result.labels[unseen], labels[unseen])
         print(
