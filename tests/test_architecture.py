@@ -36,6 +36,7 @@ LAYERS = {
     '_memory': 0,
     '_threads': 0,
     '_generators': 0,
+    '_text': 0,
     'model': 1,
     'rules': 2,
     'devices': 2,

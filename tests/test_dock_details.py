@@ -80,15 +80,15 @@ def test_validation_curves_are_listed_only_with_validation(dock):
     _, widget = dock
     names = lambda: [label for label, _ in widget.plot.legend()]  # noqa: E731
     assert names() == ['loss']  # before a run
-    widget._on_Started(started(n_val=0))
-    widget._on_Step(Step(1, 1, 4, 0.7, 1e-3))
-    widget._on_EpochEnd(epoch_end(1, val=False))
+    widget.handle(started(n_val=0))
+    widget.handle(Step(1, 1, 4, 0.7, 1e-3))
+    widget.handle(epoch_end(1, val=False))
     assert names() == ['loss']
     widget.plot.grab()
     widget.plot.clear()
-    widget._on_Started(started(n_val=1))
+    widget.handle(started(n_val=1))
     assert names() == ['loss', 'val loss', 'val Dice (right)']
-    widget._on_EpochEnd(epoch_end(1, val=True))
+    widget.handle(epoch_end(1, val=True))
     assert widget.plot.dice == [(1, 0.5)]
     widget.plot.grab()
 

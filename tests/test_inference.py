@@ -368,7 +368,7 @@ def list_steps(pred, image):
 
 def test_progress_says_how_long_is_left(tiny3):
     """Issue #16, item 7: a time estimate from the pace so far."""
-    from napari_vmunet.inference.predictor import format_duration
+    from napari_vmunet._text import format_duration
 
     pred = Predictor(wrap(tiny3), device='cpu', tile_size=64, batch_size=1)
     steps = list_steps(pred, np.random.default_rng(5).random((3, 64, 64)))

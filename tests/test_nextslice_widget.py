@@ -89,7 +89,7 @@ def test_the_fine_tune_dock_offers_the_same_after_a_training(make_napari_viewer,
     viewer.dims.set_point(0, 5)
     widget.mark_background_slice()  # slice 5 holds no tissue
     widget.device.setCurrentText('cpu')
-    # what _on_Finished does with the best model of a run
+    # what _on_finished does with the best model of a run
     widget.suggest_next_slices(str(builtin_checkpoints()['demo-brain']))
     qtbot.waitUntil(lambda: widget._rank_worker is None, timeout=180_000)
     panel = widget.next_slices

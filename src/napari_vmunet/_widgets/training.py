@@ -11,8 +11,8 @@ improved model is offered to the inference dock at once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import math
 import re
 import weakref
 from pathlib import Path
@@ -54,19 +54,6 @@ def default_output(image_name: str) -> Path:
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     safe = re.sub(r'[^\w.-]+', '_', image_name).strip('_') or 'model'
     return Path.home() / 'napari-vmunet' / 'models' / f'{safe}-{stamp}.safetensors'
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return '?'
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f'{seconds} s'
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f'{minutes} min {seconds:02d} s'
-    hours, minutes = divmod(minutes, 60)
-    return f'{hours} h {minutes:02d} min'
 
 
 class _Pair:
@@ -723,69 +710,56 @@ class TrainingWidget(QWidget):
             return
         for event in self.process.poll(0):
             self.history.append(event)
-            handler = getattr(self, f'_on_{type(event).__name__}', None)
-            if handler is not None:
-                handler(event)
+            self.handle(event)
 
-    def _on_Started(self, ev) -> None:
+    def handle(self, event) -> None:
+        """Show one training event (``training.events``) in the dock."""
+        from ..training import EpochEnd, Finished, Saved, Started, Step
+
+        match event:
+            case Started():
+                self._on_started(event)
+            case Step():
+                self.plot.add_step(
+                    event.epoch - 1 + event.step / event.steps_per_epoch,
+                    event.loss,
+                )
+                self._say(event.describe())
+            case EpochEnd():
+                self.plot.add_epoch(
+                    event.epoch, event.train_loss, event.val_loss, event.mean_dice
+                )
+                self._say(event.describe())
+            case Saved():
+                self._on_saved(event)
+            case Finished():
+                self._on_finished(event)
+            case _:
+                raise TypeError(f'unknown training event {event!r}')
+
+    def _on_started(self, ev) -> None:
         self.plot.set_total_epochs(ev.total_epochs)
         self.plot.set_validation(ev.n_val > 0)
-        what = 'Resumed' if ev.resumed else 'Training'
-        self._say(
-            f'{what} on {ev.n_train} slice(s), validating on {ev.n_val}, '
-            f'{ev.device}, tiles {ev.tile_size}, batch {ev.batch_size} '
-            f'({ev.parameters / 1e6:.1f} M parameters, from {ev.initialized_from})'
-            + (' — ' + ' '.join(ev.notes) if ev.notes else '')
-        )
+        self._say(ev.describe() + (' — ' + ' '.join(ev.notes) if ev.notes else ''))
 
-    def _on_Step(self, ev) -> None:
-        self.plot.add_step(ev.epoch - 1 + ev.step / ev.steps_per_epoch, ev.loss)
-        self._say(
-            f'Epoch {ev.epoch}: step {ev.step}/{ev.steps_per_epoch}, loss {ev.loss:.4f}'
-        )
-
-    def _on_EpochEnd(self, ev) -> None:
-        self.plot.add_epoch(ev.epoch, ev.train_loss, ev.val_loss, ev.mean_dice)
-        dice = ', '.join(
-            f'{k} {v:.3f}'
-            for k, v in ev.val_dice.items()
-            if isinstance(v, float) and math.isfinite(v)
-        )
-        self._say(
-            f'Epoch {ev.epoch}/{ev.total_epochs}: loss {ev.train_loss:.4f}'
-            + (f', validation Dice {dice}' if dice else '')
-            + (' (best so far)' if ev.improved else '')
-            + f'; about {_fmt_seconds(ev.eta_seconds)} left'
-        )
-
-    def _on_Saved(self, ev) -> None:
+    def _on_saved(self, ev) -> None:
         if ev.kind == 'best':
             self._best = ev.path
             self.use_button.setEnabled(True)
             self.export_button.setEnabled(True)
 
-    def _on_Finished(self, ev) -> None:
+    def _on_finished(self, ev) -> None:
         self._timer.stop()
         self._set_running(False)
         self._best = ev.best_path or self._best
         self.use_button.setEnabled(bool(self._best))
         self.export_button.setEnabled(bool(self._best))
         self.resume_button.setEnabled(bool(ev.last_path))
-        best = ''
-        if ev.best_mean_dice is not None:
-            best = (
-                f' Best validation Dice {ev.best_mean_dice:.3f} '
-                f'(epoch {ev.best_epoch}).'
-            )
+        text = dataclasses.replace(ev, best_path=self._best).describe()
         if ev.reason == 'error':
-            self._error(f'Training failed: {ev.message}')
-        elif ev.reason == 'stopped':
-            self._say(
-                f'Stopped after {ev.epochs_done} epoch(s).{best} '
-                'Resume continues from there.'
-            )
+            self._error(text)
         else:
-            self._say(f'Finished {ev.epochs_done} epoch(s).{best} Saved {self._best}.')
+            self._say(text)
         if self._best and ev.reason != 'error':
             self.publish_best()  # the hot swap into the inference dock
             self.suggest_next_slices(self._best)

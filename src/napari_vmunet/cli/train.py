@@ -320,13 +320,7 @@ class _Progress:
             for note in event.notes:
                 print(f'note: {printable(note)}', file=sys.stderr)
             if not self.quiet:
-                print(
-                    f'training {event.n_train} slice(s), validating on '
-                    f'{event.n_val}; {event.steps_per_epoch} steps of '
-                    f'{event.batch_size} x {event.tile_size}^2 tiles per epoch '
-                    f'on {event.device}',
-                    file=sys.stderr,
-                )
+                print(printable(event.describe()), file=sys.stderr)
                 self.bar = tqdm(
                     total=event.total_epochs,
                     initial=event.start_epoch,

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .._generators import drive
+from .._text import format_duration
 from .._threads import default_threads, torch_threads
 from ..devices import resolve_device
 from ..rules.intensity import PlaneInspector, inspect_intensities
@@ -87,17 +88,6 @@ class Progress:
         if self.seconds_left is not None and self.done < self.total:
             parts.append(f'about {format_duration(self.seconds_left)} left')
         return ', '.join(parts)
-
-
-def format_duration(seconds: float) -> str:
-    """``'40 s'``, ``'3 min'``, ``'1 h 05 min'``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 90:
-        return f'{seconds:.0f} s'
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f'{minutes} min'
-    return f'{minutes // 60} h {minutes % 60:02d} min'
 
 
 @dataclass

@@ -9,7 +9,10 @@ readably.  The last event of every run is a :class:`Finished`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from .._text import format_duration
 
 #: why a run ended
 REASONS = ('completed', 'stopped', 'error')
@@ -37,6 +40,17 @@ class Started:
     output: str | None = None
     notes: tuple[str, ...] = ()  # things the user should know (e.g. re-init)
 
+    def describe(self) -> str:
+        """One line for a status bar or a log (the notes come separately)."""
+        what = 'Resumed' if self.resumed else 'Training'
+        return (
+            f'{what} on {self.n_train} slice(s), validating on {self.n_val}; '
+            f'{self.steps_per_epoch} steps of {self.batch_size} x '
+            f'{self.tile_size}² tiles per epoch on {self.device} '
+            f'({self.parameters / 1e6:.1f} M parameters, from '
+            f'{self.initialized_from})'
+        )
+
 
 @dataclass(frozen=True)
 class Step:
@@ -47,6 +61,12 @@ class Step:
     steps_per_epoch: int
     loss: float
     lr: float
+
+    def describe(self) -> str:
+        return (
+            f'Epoch {self.epoch}: step {self.step}/{self.steps_per_epoch}, '
+            f'loss {self.loss:.4f}'
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,19 @@ class EpochEnd:
     seconds: float
     eta_seconds: float
     improved: bool  # the best model so far (it was saved if there is an output)
+
+    def describe(self) -> str:
+        dice = ', '.join(
+            f'{name} {value:.3f}'
+            for name, value in self.val_dice.items()
+            if isinstance(value, float) and math.isfinite(value)
+        )
+        return (
+            f'Epoch {self.epoch}/{self.total_epochs}: loss {self.train_loss:.4f}'
+            + (f', validation Dice {dice}' if dice else '')
+            + (' (best so far)' if self.improved else '')
+            + f'; about {format_duration(self.eta_seconds)} left'
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,23 @@ class Finished:
     best_val_dice: dict[str, float] = field(default_factory=dict)
     best_mean_dice: float | None = None
     traceback: str = ''
+
+    def describe(self) -> str:
+        if self.reason == 'error':
+            return f'Training failed: {self.message}'
+        best = ''
+        if self.best_mean_dice is not None:
+            best = (
+                f' Best validation Dice {self.best_mean_dice:.3f} '
+                f'(epoch {self.best_epoch}).'
+            )
+        if self.reason == 'stopped':
+            return (
+                f'Stopped after {self.epochs_done} epoch(s).{best} '
+                'Resume continues from there.'
+            )
+        saved = f' Saved {self.best_path}.' if self.best_path else ''
+        return f'Finished {self.epochs_done} epoch(s).{best}{saved}'
 
 
 Event = Started | Step | EpochEnd | Saved | Finished
