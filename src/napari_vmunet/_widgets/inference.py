@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ._bus import listen
+from ._controls import device_picker
 from ._docking import compact, scrolling_layout
 from ._layers import LayerComboBox
 
@@ -229,7 +230,7 @@ class InferenceWidget(QWidget):
         options = QCollapsible('Options')
         inner = QWidget()
         form = QFormLayout(inner)
-        self.device = QComboBox()
+        self.device = device_picker()
         form.addRow('Device', self.device)
         self.threshold = QDoubleSpinBox(minimum=0.01, maximum=0.99, singleStep=0.05)
         self.threshold.setValue(0.5)
@@ -324,7 +325,7 @@ class InferenceWidget(QWidget):
         layout.addStretch(1)
 
         self._fill_checkpoints()
-        self._fill_devices()
+        self._update_diagnostics()
         self.image_layer.currentIndexChanged.connect(self._image_changed)
         self.channel_axis.currentIndexChanged.connect(self._refresh_slice_axes)
         self.channel_axis.activated.connect(self._channel_axis_chosen)
@@ -394,14 +395,6 @@ class InferenceWidget(QWidget):
             f'Chose {self.checkpoint.itemText(index)}: it was trained on images '
             f'like “{layer.name}”.'
         )
-
-    def _fill_devices(self) -> None:
-        from ..inference import available_devices
-
-        self.device.addItem('auto', 'auto')
-        for name in available_devices():
-            self.device.addItem(name, name)
-        self._update_diagnostics()
 
     def _update_diagnostics(self, *_args) -> None:
         from ..inference import diagnostics, format_diagnostics

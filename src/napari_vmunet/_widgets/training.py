@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ._bus import bus, listen
+from ._controls import device_picker
 from ._docking import compact, scrolling_layout
 from ._layers import LayerComboBox
 from ._pathedit import PathEdit
@@ -191,7 +192,7 @@ class TrainingWidget(QWidget):
             'head: for fine-tuning a trained model on a few corrections'
         )
         form.addRow('Fine-tune', self.freeze_encoder)
-        self.device = QComboBox()
+        self.device = device_picker()
         form.addRow('Device', self.device)
         recipe.addWidget(inner)
         layout.addWidget(recipe)
@@ -252,7 +253,6 @@ class TrainingWidget(QWidget):
         self._rank_worker = None
 
         self._fill_start_from()
-        self._fill_devices()
         self.start_from.currentIndexChanged.connect(self._follow_start_from)
         self._follow_start_from()
         self._preset_changed()
@@ -290,13 +290,6 @@ class TrainingWidget(QWidget):
             self.set_start_checkpoint(f'vmamba:{path}', f'VMamba-S: {Path(path).name}')
         else:
             self.start_from.setCurrentIndex(0)
-
-    def _fill_devices(self) -> None:
-        from ..inference import available_devices
-
-        self.device.addItem('auto', 'auto')
-        for name in available_devices():
-            self.device.addItem(name, name)
 
     def _epochs_changed(self, value: int) -> None:
         """Before (or between) runs the plot's axis spans the epochs set."""
