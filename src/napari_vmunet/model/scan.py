@@ -363,7 +363,8 @@ class BlockedSelectiveScan(torch.autograd.Function):
             dA_buf = u.new_empty(block, r, nstate, per)
             Hs_buf = u.new_empty(block + 1, r, nstate, per)
             G_buf = torch.empty_like(dA_buf)
-            tmp_buf = torch.empty_like(dA_buf)
+            # A's gradient is summed over time once per chunk, not per block
+            gA_acc = torch.zeros_like(dA_buf)
             dA_v, Hs_v, G_v = (b.unbind(0) for b in (dA_buf, Hs_buf, G_buf))
             carry = u.new_zeros(r, nstate, per)
             saved_v = saved[:, r0:r1].unbind(0)
@@ -435,8 +436,9 @@ class BlockedSelectiveScan(torch.autograd.Function):
                 S.mul_(u_b)
                 # decay term: X = GH x_{t-1} exp(d A)
                 X = GH.mul_(Hs[:-1]).mul_(dA)
-                gA_c += torch.mul(X, d3_b, out=tmp_buf[:T]).sum(0)
+                (gA_acc if full else gA_acc[:T]).addcmul_(X, d3_b)
                 S += X.mul_(A_c).sum(-2)
+            gA_c += gA_acc.sum(0)
             if not whole:
                 g_u[:, r0:r1], g_d[:, r0:r1] = gu_c, gd_c
                 g_B[:, r0:r1], g_C[:, r0:r1] = gB_c, gC_c
