@@ -47,8 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'TIFF, PNG). In volumes, slices with any label are used, slice by '
         'slice. One class (default): every non-zero label is foreground, so '
         'instance labels work as they are; --num-classes K: labels are '
-        'class indices 0..K-1. Writes the best checkpoint (by validation '
-        'Dice) to --output and a resumable one next to it (*.last.safetensors).',
+        'class indices 0..K-1; --annotation sparse: scribbles (0 = not '
+        'annotated, 1 = background, k+1 = class k). Writes the best '
+        'checkpoint (by validation Dice) to --output and a resumable one next '
+        'to it (*.last.safetensors).',
     )
     add = parser.add_argument
     add('--images', nargs='+', required=True, metavar='IMG', help='image files')
@@ -101,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '--normalization',
         metavar='MODE',
         help='minmax (default), window:LOW,HIGH or percentile:LOW,HIGH',
+    )
+    add(
+        '--annotation',
+        choices=('dense', 'sparse'),
+        default='dense',
+        help='dense (default): a slice with any label is painted completely, '
+        'unpainted pixels are background; sparse: scribbles as in '
+        'napari-convpaint/ilastik -- 0 = not annotated, 1 = background, '
+        'k+1 = class k (one class: 2 = foreground); only painted pixels train',
     )
     add('--val-fraction', type=float, default=0.2, help='share held out (default 0.2)')
     add('--device', default='auto', help='auto (default), cpu, cuda, cuda:N or mps')
@@ -162,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         freeze_encoder=args.freeze_encoder,
         num_threads=args.threads,
         augment=False if args.no_augment else (True if args.augment else None),
+        annotation=args.annotation,
         command=command_line(args),
         notes=args.notes,
         training_data=args.training_data,
@@ -260,6 +272,8 @@ def command_line(args: argparse.Namespace) -> str:
     words += ['--no-augment'] if args.no_augment else []
     words += ['--augment'] if args.augment else []
     words += ['--freeze-encoder'] if args.freeze_encoder else []
+    if args.annotation != 'dense':
+        words += ['--annotation', args.annotation]
     return shlex.join(words)
 
 

@@ -60,6 +60,7 @@ def random_tile(
     *,
     foreground: np.ndarray | None = None,
     value_range: tuple[float, float] | None = None,
+    annotated: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented ``tile x tile`` crop of a ``(C, H, W)`` image and its
     ``(H, W)`` mask (both at least ``tile`` per side).
@@ -67,8 +68,10 @@ def random_tile(
     ``foreground``: flat indices of foreground pixels to centre some tiles
     on (see :attr:`AugmentConfig.foreground_prob`).  ``value_range``: the
     slice's (min, max) for the intensity jitter (default: the tile's).
-    Returns a float32 ``(C, tile, tile)`` image and an int64 ``(tile, tile)``
-    mask.
+    ``annotated``: flat indices of painted pixels (sparse scribbles, whose
+    mask holds ``IGNORE`` elsewhere); tiles not centred on an object are
+    then centred on one of them.  Returns a float32 ``(C, tile, tile)``
+    image and an int64 ``(tile, tile)`` mask.
     """
     c, h, w = image.shape
     if h < tile or w < tile or mask.shape != (h, w):
@@ -76,7 +79,7 @@ def random_tile(
             f'need an image of at least {tile}x{tile} with a matching mask, got '
             f'{image.shape} and {mask.shape}'
         )
-    y0, x0 = _corner(h, w, tile, rng, config.foreground_prob, foreground)
+    y0, x0 = _corner(h, w, tile, rng, config.foreground_prob, foreground, annotated)
     if config.rotate_prob > 0 and rng.random() < config.rotate_prob:
         angle = math.radians(rng.uniform(-config.max_angle, config.max_angle))
         x, m = _rotated_crop(image, mask, y0, x0, tile, angle, config)
@@ -100,15 +103,19 @@ def random_tile(
     return x.contiguous(), m.contiguous()
 
 
-def _corner(h, w, tile, rng, fg_prob, foreground) -> tuple[int, int]:
+def _corner(h, w, tile, rng, fg_prob, foreground, annotated=None) -> tuple[int, int]:
     """Top-left corner of a crop inside the image, sometimes around an
-    object pixel."""
+    object pixel, else (sparse) around a painted one, else anywhere."""
     if foreground is not None and len(foreground) and rng.random() < fg_prob:
-        cy, cx = divmod(int(foreground[rng.integers(len(foreground))]), w)
-        y0 = min(max(cy - tile // 2, 0), h - tile)
-        x0 = min(max(cx - tile // 2, 0), w - tile)
-        return y0, x0
-    return int(rng.integers(h - tile + 1)), int(rng.integers(w - tile + 1))
+        points = foreground
+    elif annotated is not None and len(annotated):
+        points = annotated
+    else:
+        return int(rng.integers(h - tile + 1)), int(rng.integers(w - tile + 1))
+    cy, cx = divmod(int(points[rng.integers(len(points))]), w)
+    y0 = min(max(cy - tile // 2, 0), h - tile)
+    x0 = min(max(cx - tile // 2, 0), w - tile)
+    return y0, x0
 
 
 def _rotated_crop(image, mask, y0, x0, tile, angle, config):

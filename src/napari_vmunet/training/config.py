@@ -28,8 +28,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ..rules.annotation import check_annotation
 from ..rules.tiling import check_tile
 
 #: values a preset supplies for fields left ``None``
@@ -102,6 +103,7 @@ RECIPE_FIELDS = (
     'tile_size',
     'normalization',
     'augment',
+    'annotation',
     'val_fraction',
     'seed',
 )
@@ -145,7 +147,12 @@ class TrainConfig:
         checkpoint's, else 256).  ``normalization``: as inference (default:
         the checkpoint's, else per-image min-max to [0, 255]).
         ``val_fraction``: share of annotated slices held out (at least one
-        whenever there are two).
+        whenever there are two).  ``annotation``: ``'dense'`` -- a slice
+        with any label is painted completely, its unpainted pixels are
+        background; ``'sparse'`` -- scribbles as in napari-convpaint and
+        ilastik (0 = not annotated, 1 = background, k + 1 = class k): a
+        slice with any stroke is used and the losses and the validation
+        count painted pixels only (:mod:`napari_vmunet.rules.annotation`).
     Output
         ``output``: the best checkpoint (``.safetensors``); the resumable
         ``last`` checkpoint goes next to it (:func:`last_path`).  ``None``
@@ -184,6 +191,7 @@ class TrainConfig:
     normalization: str | Mapping | None = None
     #: None: on, except for a new model on slices of volumes (see Trainer)
     augment: bool | None = None
+    annotation: Literal['dense', 'sparse'] = 'dense'
     val_fraction: float = 0.2
     # machine
     device: str = 'auto'
@@ -253,6 +261,7 @@ class TrainConfig:
             raise ValueError(f'betas must be two numbers in [0, 1), got {self.betas}')
         if self.tile_size is not None:
             check_tile(self.tile_size)
+        check_annotation(self.annotation)
         if not (_finite(self.val_fraction) and 0 <= self.val_fraction < 1):
             raise ValueError(
                 f'val_fraction must be in [0, 1), got {self.val_fraction!r}'

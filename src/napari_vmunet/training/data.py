@@ -14,7 +14,10 @@ Three stages, each with one job:
    per 2-D image, then :func:`map_channels`) and labels into targets:
    any positive label is foreground for a one-class model (instance ids
    such as nuclei work as they are); for K classes a label is a class index
-   and a value >= K is an error.
+   and a value >= K is an error.  Sparse scribbles (``annotation='sparse'``,
+   :mod:`~napari_vmunet.rules.annotation`) give targets and the mask of
+   painted pixels instead: a slice with any stroke is used, and only its
+   strokes teach.
 
 :func:`split_validation` then holds out slices for validation -- at least
 one whenever there are two (micro-sam's ``min(1, int(0.1 * n))`` gives none
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..rules.annotation import check_annotation, sparse_targets, with_ignore
 from ..rules.intensity import UnusableImageError, inspect_intensities
 from ..rules.layout import image_layout, slice_position
 from ..rules.normalization import map_channels, normalize
@@ -81,28 +85,48 @@ class AnnotatedSlice:
 
 @dataclass(eq=False)
 class Sample:
-    """A slice ready for the network: normalised input and class targets."""
+    """A slice ready for the network: normalised input and class targets.
+
+    ``annotated``: where the targets hold (sparse scribbles); None = every
+    pixel (dense annotation)."""
 
     image: np.ndarray  # (C, H, W) float32, normalised like inference
     mask: np.ndarray  # (H, W) uint8/int16 class indices (0/1 for one class)
     source: str
     background: bool
+    annotated: np.ndarray | None = None  # (H, W) bool
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.mask.shape
 
+    def target(self) -> np.ndarray:
+        """The class indices with ``IGNORE`` where nothing is annotated."""
+        return with_ignore(self.mask, self.annotated)
+
+    def crop(self, key: tuple[slice, slice], source: str | None = None) -> Sample:
+        """A copy of the part ``key`` (rows, columns) of this sample."""
+        return Sample(
+            np.ascontiguousarray(self.image[(slice(None), *key)]),
+            np.ascontiguousarray(self.mask[key]),
+            source or self.source,
+            self.background,
+            None if self.annotated is None else self.annotated[key].copy(),
+        )
+
 
 def extract_slices(
     pairs: Sequence[TrainingPair | AnnotatedSlice],
+    annotation: str = 'dense',
 ) -> list[AnnotatedSlice]:
     """The annotated and background slices of every pair, copied.
 
     Already extracted slices pass through unchanged.  Raises ``ValueError``
     naming the pair when shapes disagree, labels are not integers or
     negative, a background slice carries labels, or a pair has nothing
-    marked at all.
+    marked at all (``annotation`` only words that message).
     """
+    check_annotation(annotation)
     if isinstance(pairs, (TrainingPair, AnnotatedSlice)):
         pairs = [pairs]
     if not pairs:
@@ -112,7 +136,8 @@ def extract_slices(
         if isinstance(pair, AnnotatedSlice):
             out.append(pair)
         elif isinstance(pair, TrainingPair):
-            out.extend(_extract_pair(pair, pair.name or f'image {i + 1}'))
+            name = pair.name or f'image {i + 1}'
+            out.extend(_extract_pair(pair, name, annotation))
         else:
             raise TypeError(
                 f'training data item {i} is a {type(pair).__name__}; wrap arrays '
@@ -121,7 +146,9 @@ def extract_slices(
     return out
 
 
-def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
+def _extract_pair(
+    pair: TrainingPair, name: str, annotation: str
+) -> list[AnnotatedSlice]:
     try:
         layout = image_layout(
             np.shape(pair.image), pair.channel_axis, pair.slice_axis, pair.rgb
@@ -151,6 +178,13 @@ def _extract_pair(pair: TrainingPair, name: str) -> list[AnnotatedSlice]:
         raise ValueError(
             f'{name}: slice(s) {_short(clash)} are marked as background only but '
             'have labels; erase the labels or unmark them'
+        )
+    if not len(annotated) and not background and annotation == 'sparse':
+        what = 'the image has no scribble' if pos is None else 'no slice has a scribble'
+        raise ValueError(
+            f'{name}: {what} (sparse annotation: 0 = not annotated); paint a '
+            'few strokes of background with 1 and of the objects with 2 '
+            '(class k with k + 1)'
         )
     if not len(annotated) and not background:
         what = 'the image has no labels' if pos is None else 'no slice has a label'
@@ -235,11 +269,15 @@ def prepare_samples(
     input_channels: int,
     normalization: dict | None,
     class_names: Sequence[str] | None = None,
+    annotation: str = 'dense',
 ) -> list[Sample]:
     """Normalise, map channels and turn labels into class targets.
 
     ``normalization`` is the same spec inference uses (checkpoint metadata).
+    ``annotation='sparse'``: labels are scribbles (0 = not annotated); a
+    slice declared background-only is background everywhere.
     """
+    check_annotation(annotation)
     samples = []
     for s in slices:
         try:
@@ -247,12 +285,22 @@ def prepare_samples(
             x = map_channels(x, input_channels, s.channel_map, rgb=s.rgb)
         except ValueError as err:
             raise ValueError(f'{s.source}: {err}') from None
+        annotated = None
+        if annotation == 'sparse' and s.background:
+            mask = np.zeros(s.labels.shape, np.uint8)
+        elif annotation == 'sparse':
+            mask, annotated = sparse_targets(
+                s.labels, num_classes, class_names=class_names, source=s.source
+            )
+        else:
+            mask = _targets(s, num_classes, class_names)
         samples.append(
             Sample(
                 image=np.ascontiguousarray(x, dtype=np.float32),
-                mask=_targets(s, num_classes, class_names),
+                mask=mask,
                 source=s.source,
                 background=s.background,
+                annotated=annotated,
             )
         )
     return samples
@@ -356,7 +404,8 @@ def hold_out_strip(
 
     The strip is taken from the first side (bottom, top, right, left) that
     leaves objects on both sides of the cut; None when the training part
-    would be smaller than a tile or no side has objects on both.
+    would be smaller than a tile or no side has objects on both.  Sparse
+    scribbles are cut with their mask (objects = foreground strokes).
     """
     h, w = sample.shape
     for axis in (0, 1) if h >= w else (1, 0):
@@ -376,18 +425,8 @@ def hold_out_strip(
             what = 'rows' if axis == 0 else 'columns'
             strip = f'{what} {val_part.start}-{val_part.stop - 1}'
             return (
-                Sample(
-                    np.ascontiguousarray(sample.image[(slice(None), *key_train)]),
-                    np.ascontiguousarray(sample.mask[key_train]),
-                    sample.source,
-                    sample.background,
-                ),
-                Sample(
-                    np.ascontiguousarray(sample.image[(slice(None), *key_val)]),
-                    np.ascontiguousarray(sample.mask[key_val]),
-                    f'{sample.source} {strip}',
-                    sample.background,
-                ),
+                sample.crop(key_train),
+                sample.crop(key_val, f'{sample.source} {strip}'),
             )
     return None
 
@@ -399,10 +438,12 @@ def pad_for_tiles(sample: Sample, tile: int) -> Sample:
     ph, pw = max(h, tile), max(w, tile)
     if (ph, pw) == (h, w):
         return sample
+    annotated = sample.annotated
     return dataclasses.replace(
         sample,
         image=pad_to(sample.image, ph, pw),
         mask=pad_to(sample.mask[None], ph, pw)[0],
+        annotated=None if annotated is None else pad_to(annotated[None], ph, pw)[0],
     )
 
 
@@ -422,6 +463,10 @@ class TileDataset(torch.utils.data.Dataset):
     and DDP ranks draw disjoint index ranges without coordinating RNGs.
     Samples are picked in proportion to their area.  Call
     :meth:`set_epoch` before each epoch (as with ``DistributedSampler``).
+
+    Sparse samples yield targets with ``IGNORE`` at unannotated pixels, and
+    every tile is centred on a stroke (a share of them on an object stroke,
+    the rest on any), so no step is spent on a tile with nothing painted.
     """
 
     #: foreground pixels remembered per sample for object-centred crops
@@ -446,15 +491,22 @@ class TileDataset(torch.utils.data.Dataset):
         areas = np.array([s.mask.size for s in self.samples], dtype=np.float64)
         self.weights = areas / areas.sum()
         rng = np.random.default_rng([self.seed, 0])
-        self.foreground = []
-        for s in self.samples:
-            points = np.flatnonzero(s.mask)
-            if len(points) > self.MAX_FOREGROUND_POINTS:
-                points = rng.choice(points, self.MAX_FOREGROUND_POINTS, replace=False)
-            self.foreground.append(points)
+        self.foreground = [self._points(s.mask, rng) for s in self.samples]
+        self.strokes = [
+            None if s.annotated is None else self._points(s.annotated, rng)
+            for s in self.samples
+        ]
+        self.targets = [s.target() for s in self.samples]
         self.ranges = [
             (float(s.image.min()), float(s.image.max())) for s in self.samples
         ]
+
+    def _points(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Flat indices of ``mask``'s pixels, at most MAX_FOREGROUND_POINTS."""
+        points = np.flatnonzero(mask)
+        if len(points) > self.MAX_FOREGROUND_POINTS:
+            points = rng.choice(points, self.MAX_FOREGROUND_POINTS, replace=False)
+        return points
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -468,10 +520,11 @@ class TileDataset(torch.utils.data.Dataset):
         s = self.samples[k]
         return random_tile(
             s.image,
-            s.mask,
+            self.targets[k],
             self.tile,
             rng,
             self.augment,
             foreground=self.foreground[k],
             value_range=self.ranges[k],
+            annotated=self.strokes[k],
         )

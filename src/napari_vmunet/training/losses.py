@@ -15,6 +15,16 @@ binarised predictions (threshold 0.5, or argmax), per validation image,
 for the **foreground classes only** (background is not counted).  A class
 contributes only on images whose reference contains it (MONAI's
 ``ignore_empty``); a class present in no validation image has no value.
+
+Sparse annotation (:mod:`napari_vmunet.rules.annotation`): targets carry
+``IGNORE`` at unannotated pixels and only annotated pixels count.
+``MaskedBceDiceLoss`` / ``MaskedCeDiceLoss`` are the same two losses
+restricted to them: the Dice part is MONAI's ``MaskedDiceLoss`` (prediction
+and one-hot target multiplied by the mask, so an unannotated pixel adds
+nothing to any sum and gets no gradient); the CE/BCE part is a mean over
+annotated pixels, written here because MONAI's ``DiceCELoss`` takes class
+weights, not a pixel mask.  With every pixel annotated they equal the dense
+losses.  :class:`DiceScore` counts annotated pixels only as well.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceLoss
+from monai.losses import DiceCELoss, DiceLoss, MaskedDiceLoss
 from monai.metrics import DiceMetric
 from torch import nn
+
+from ..rules.annotation import IGNORE
 
 
 class BceDiceLoss(nn.Module):
@@ -72,8 +84,68 @@ class CeDiceLoss(nn.Module):
         return self.loss(logits.float(), target.long())
 
 
-def make_loss(num_classes: int) -> nn.Module:
-    """The original's loss for ``num_classes`` (1: BceDice, else CeDice)."""
+def split_ignore(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target that may hold ``IGNORE`` -> ``(classes, annotated)``, both
+    ``(B, 1, H, W)``: class indices (0 where unannotated) and a 0/1 float
+    mask."""
+    if target.ndim == 3:
+        target = target.unsqueeze(1)
+    annotated = target != IGNORE
+    return target.clamp_min(0).long(), annotated.float()
+
+
+class MaskedBceDiceLoss(nn.Module):
+    """:class:`BceDiceLoss` over annotated pixels only (targets with
+    ``IGNORE``): BCE averaged over them, per-image Dice of them (an image
+    without any annotated pixel adds 0)."""
+
+    def __init__(self, w_bce: float = 1.0, w_dice: float = 1.0):
+        super().__init__()
+        self.w_bce, self.w_dice = w_bce, w_dice
+        self.dice = MaskedDiceLoss(smooth_nr=1.0, smooth_dr=1.0, batch=False)
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target, mask = split_ignore(target)
+        probs32, target32 = probs.float(), target.float()
+        bce = F.binary_cross_entropy(probs32, target32, weight=mask, reduction='sum')
+        bce = bce / mask.sum().clamp_min(1.0)
+        return self.w_bce * bce + self.w_dice * self.dice(probs32, target32, mask)
+
+
+class MaskedCeDiceLoss(nn.Module):
+    """:class:`CeDiceLoss` over annotated pixels only (targets with
+    ``IGNORE``): CE averaged over them, Dice (squared, batch-wide) of the
+    softmax and the one-hot target where annotated."""
+
+    def __init__(self, w_ce: float = 1.0, w_dice: float = 1.0):
+        super().__init__()
+        self.w_ce, self.w_dice = w_ce, w_dice
+        self.dice = MaskedDiceLoss(
+            include_background=True,
+            softmax=True,
+            squared_pred=True,
+            batch=True,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target, mask = split_ignore(target)
+        logits = logits.float()
+        ce = F.cross_entropy(logits, target[:, 0], reduction='none')
+        ce = (ce * mask[:, 0]).sum() / mask.sum().clamp_min(1.0)
+        # one-hot first, then mask: MONAI's to_onehot_y would make every
+        # unannotated pixel background in the target
+        onehot = F.one_hot(target[:, 0], logits.shape[1]).permute(0, 3, 1, 2)
+        dice = self.dice(logits, onehot.float() * mask, mask)
+        return self.w_ce * ce + self.w_dice * dice
+
+
+def make_loss(num_classes: int, annotation: str = 'dense') -> nn.Module:
+    """The original's loss for ``num_classes`` (1: BceDice, else CeDice);
+    its masked form for sparse annotation."""
+    if annotation == 'sparse':
+        return MaskedBceDiceLoss() if num_classes == 1 else MaskedCeDiceLoss()
     return BceDiceLoss() if num_classes == 1 else CeDiceLoss()
 
 
@@ -87,7 +159,7 @@ def loss_on_probabilities(
     ``softmax(log p) = p``: CE becomes ``-log p[target]`` and the Dice part
     sees ``p`` itself.
     """
-    if isinstance(loss, CeDiceLoss):
+    if isinstance(loss, (CeDiceLoss, MaskedCeDiceLoss)):
         return loss(probs.clamp_min(1e-8).log(), target)
     return loss(probs, target)
 
@@ -97,8 +169,10 @@ class DiceScore:
 
     ``update(probs, target)`` takes one image's probabilities
     (``(1, 1, H, W)`` for one class, ``(1, K, H, W)`` otherwise) and its class
-    indices ``(1, H, W)``.  ``result()`` returns ``{class name: dice}`` for
-    the foreground classes (``nan`` where no image contains the class).
+    indices ``(1, H, W)``, ``IGNORE`` where not annotated (such pixels
+    count neither as predicted nor as true).  ``result()`` returns
+    ``{class name: dice}`` for the foreground classes (``nan`` where no
+    image contains the class).
     """
 
     def __init__(self, class_names: Sequence[str], num_classes: int, threshold=0.5):
@@ -119,8 +193,9 @@ class DiceScore:
             pred = (probs[:, 0] >= self.threshold).long()
         else:
             pred = probs.argmax(1)
-        onehot_pred = F.one_hot(pred, k).permute(0, 3, 1, 2)
-        onehot_true = F.one_hot(target.long(), k).permute(0, 3, 1, 2)
+        target, mask = split_ignore(target)
+        onehot_pred = F.one_hot(pred, k).permute(0, 3, 1, 2) * mask.long()
+        onehot_true = F.one_hot(target[:, 0], k).permute(0, 3, 1, 2) * mask.long()
         self.metric(y_pred=onehot_pred, y=onehot_true)
         self.images += 1
 

@@ -85,8 +85,9 @@ class TrainingProcess:
         """Copy the data, start the child and return at once."""
         if self._process is not None:
             raise RuntimeError('this training process was already started')
-        slices = extract_slices(self._pairs)
-        val = None if self._val_pairs is None else extract_slices(self._val_pairs)
+        mode = self.config.annotation
+        slices = extract_slices(self._pairs, mode)
+        val = None if self._val_pairs is None else extract_slices(self._val_pairs, mode)
         self._pairs = self._val_pairs = None  # the copies are what runs
         reader, writer = self._ctx.Pipe(duplex=False)
         self._stop_event = self._ctx.Event()

@@ -168,8 +168,10 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
-        slices = extract_slices(data)
-        val_slices = extract_slices(val_data) if val_data is not None else []
+        slices = extract_slices(data, config.annotation)
+        val_slices = (
+            extract_slices(val_data, config.annotation) if val_data is not None else []
+        )
         init = self.build_model(data_channels([*slices, *val_slices]))
         self.model: nn.Module = init.model
         self.initialized_from = init.description
@@ -218,7 +220,7 @@ class Trainer:
             self.seed,
             AugmentConfig() if self._augments(slices) else None,
         )
-        self.loss_fn = make_loss(self.num_classes)
+        self.loss_fn = make_loss(self.num_classes, config.annotation)
         self.model.to(self.device).train()
         self.net = self.wrap_model(self.model)
         self.optimizer = self.make_optimizer(self.net)
@@ -619,6 +621,7 @@ class Trainer:
             f'lr={c.lr:g} batch_size={self.batch_size} tile={self.tile} '
             f'steps_per_epoch={self.steps_per_epoch} seed={self.seed}'
             + (' freeze_encoder=True' if c.freeze_encoder else '')
+            + (' annotation=sparse' if c.annotation == 'sparse' else '')
         )
 
     def _training_state(self) -> dict:
@@ -803,7 +806,7 @@ class Trainer:
     def prepare(self, data: Data) -> list[Sample]:
         """Pairs (or extracted slices) as this run's model sees them: same
         normalisation, channels and targets -- e.g. for a separate test set."""
-        slices = extract_slices(data)
+        slices = extract_slices(data, self.config.annotation)
         for note in inspect_slices(slices, self.normalization):
             if note not in self.notes:
                 self.notes.append(note)
@@ -813,13 +816,27 @@ class Trainer:
             input_channels=self.input_channels,
             normalization=self.normalization,
             class_names=self.class_names,
+            annotation=self.config.annotation,
         )
 
     def _check_foreground(self) -> None:
+        sparse = self.config.annotation == 'sparse'
         if not any(s.mask.any() for s in self.train_samples):
             raise ValueError(
-                'the training slices contain no labelled object (only '
+                'the training slices contain no stroke of an object (sparse '
+                'annotation: 2 or higher; 1 is background); paint at least one'
+                if sparse
+                else 'the training slices contain no labelled object (only '
                 'background); draw at least one object'
+            )
+        if sparse and not any(
+            s.background or (s.annotated & (s.mask == 0)).any()
+            for s in self.train_samples
+        ):
+            self.notes.append(
+                'sparse annotation without background strokes (value 1): the '
+                'model is never shown what is not an object and may take '
+                'everything for one; paint some background'
             )
         if self.num_classes > 1:
             present = set()

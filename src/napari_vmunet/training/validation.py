@@ -6,7 +6,8 @@ slice and the device, never the training tile; mirror padding; Gaussian
 blending), and its blended *probabilities* are compared with the labels:
 the loss is the training loss of those probabilities and the Dice is
 MONAI's ``DiceMetric`` on the thresholded / argmax prediction, i.e. on the
-labels a user gets from :class:`~napari_vmunet.inference.Predictor`.
+labels a user gets from :class:`~napari_vmunet.inference.Predictor`.  With
+sparse scribbles both count the painted pixels only.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def evaluate(
             probs = predict_probabilities(
                 model, sample, device, batch_size, num_classes
             )
-            target = torch.from_numpy(sample.mask).long()[None].to(device)
+            # sparse: IGNORE where unannotated (the loss and Dice skip them)
+            target = torch.from_numpy(sample.target()).long()[None].to(device)
             losses.append(float(loss_on_probabilities(loss_fn, probs, target)))
             score.update(probs, target)
     finally:
