@@ -378,3 +378,84 @@ def test_cli_trains_from_scribbles(tmp_path, capsys):
     )
     assert code != 0
     assert 'the scribbles contain the value(s) 9' in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# the fine-tune dock
+
+
+@pytest.mark.gui
+def test_the_dock_makes_a_scribble_layer_with_legend_and_warnings(
+    make_napari_viewer, qtbot, tmp_path
+):
+    from napari_vmunet._widgets._labels import BACKGROUND_STROKE, class_color
+    from napari_vmunet._widgets.training import TrainingWidget
+    from napari_vmunet.checkpoint import default_metadata, save_checkpoint
+    from napari_vmunet.model import VMUNet
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(
+        np.random.default_rng(0).random((3, 48, 64)).astype(np.float32),
+        name='cells',
+        scale=(2.0, 0.5, 0.5),
+        translate=(1.0, 0.0, 4.0),
+    )
+    model = VMUNet(num_classes=3, dims=(8, 16, 32, 64))
+    meta = default_metadata(
+        model.config, class_names=['background', 'nucleus', 'membrane'], tile_size=32
+    )
+    start = save_checkpoint(model, tmp_path / 'start.safetensors', meta)
+    dock = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.image_layer.set_value(image)
+    dock.set_start_checkpoint(start)
+    assert not dock.sparse and dock.legend.isHidden()
+
+    layer = dock.new_scribble_layer()
+    assert layer.data.shape == (3, 48, 64) and not layer.data.any()
+    np.testing.assert_array_equal(layer.scale, image.scale)
+    np.testing.assert_array_equal(layer.translate, image.translate)
+    assert viewer.layers.selection.active is layer
+    assert layer.mode == 'paint' and layer.selected_label == 2
+    assert dock.labels_layer.value() is layer and dock.sparse
+    # a colour and a name per paint value, from the starting model
+    colors = meta['classes']['colors']
+    for value, color in [(1, BACKGROUND_STROKE), (2, class_color(1, colors))]:
+        np.testing.assert_allclose(
+            layer.colormap.map(np.array([value]))[0],
+            np.asarray(_rgba(color)),
+            atol=1e-6,
+        )
+    assert list(layer.features['class']) == [
+        'not annotated',
+        'background',
+        'nucleus',
+        'membrane',
+    ]
+    legend = dock.legend.text()
+    assert not dock.legend.isHidden()
+    for text in ('1 = background', '2 = nucleus', '3 = membrane', '0 = not annotated'):
+        assert text in legend
+    assert dock.check_scribbles() == '"cells scribbles" has no strokes yet.'
+
+    # painting an object only: the warning asks for background strokes
+    layer.brush_size = 3
+    layer.paint((1, 20, 20), 2)
+    qtbot.waitUntil(lambda: 'no background strokes' in dock.scribble_warning.text())
+    assert not dock.scribble_warning.isHidden()
+    layer.paint((1, 40, 50), 1)
+    qtbot.waitUntil(lambda: dock.scribble_warning.isHidden())
+
+    config = dock.config()
+    assert config.annotation == 'sparse'
+    (pair,) = dock.training_pairs()
+    assert pair.labels is layer.data
+    slices = extract_slices([pair], 'sparse')
+    assert [s.source for s in slices] == ['cells slice 1']
+    dock.shutdown()
+
+
+def _rgba(hex_color):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return transform_color(hex_color)[0]

@@ -25,15 +25,45 @@ def class_colormap(names: Sequence[str], colors: Sequence[str | None] | None = N
     default so hand-painted extra labels stay visible."""
     from napari.utils.colormaps import DirectLabelColormap, label_colormap
 
-    colors = list(colors or [])
     mapping: dict = {None: label_colormap().map(np.array([7]))[0], 0: np.zeros(4)}
     for i in range(1, len(names)):
-        color = (
-            colors[i]
-            if i < len(colors) and colors[i]
-            else PALETTE[(i - 1) % len(PALETTE)]
-        )
-        mapping[i] = color
+        mapping[i] = class_color(i, colors)
+    return DirectLabelColormap(color_dict=mapping)
+
+
+def class_color(index: int, colors: Sequence[str | None] | None = None) -> str:
+    """The colour of foreground class ``index`` (>= 1): the model's, else
+    the palette's."""
+    colors = list(colors or [])
+    if index < len(colors) and colors[index]:
+        return colors[index]
+    return PALETTE[(index - 1) % len(PALETTE)]
+
+
+#: the colour of background strokes in a scribble layer (value 1)
+BACKGROUND_STROKE = '#ffffff'
+
+
+def scribble_colors(
+    values: Sequence[tuple[int, str]], colors: Sequence[str | None] | None = None
+) -> dict[int, str]:
+    """Paint value -> colour for a sparse scribble layer: background strokes
+    white, class k in its class colour (as the prediction shows it)."""
+    return {
+        v: BACKGROUND_STROKE if v == 1 else class_color(v - 1, colors)
+        for v, _ in values
+    }
+
+
+def scribble_colormap(
+    values: Sequence[tuple[int, str]], colors: Sequence[str | None] | None = None
+):
+    """A ``DirectLabelColormap`` for a scribble layer: 0 (not annotated)
+    transparent, then :func:`scribble_colors`."""
+    from napari.utils.colormaps import DirectLabelColormap, label_colormap
+
+    mapping: dict = {None: label_colormap().map(np.array([7]))[0], 0: np.zeros(4)}
+    mapping.update(scribble_colors(values, colors))
     return DirectLabelColormap(color_dict=mapping)
 
 

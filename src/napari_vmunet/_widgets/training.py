@@ -7,6 +7,12 @@ learns.  A ``QTimer`` drains its events into a live loss/Dice plot and a
 status line; *Stop* ends it after the current step with a resumable
 checkpoint, *Resume* continues (with your newest corrections), and every
 improved model is offered to the inference dock at once.
+
+*Annotation* chooses what the labels mean: dense (a slice with any label is
+painted completely) or sparse scribbles (0 = not annotated, 1 = background,
+k + 1 = class k; :mod:`napari_vmunet.rules.annotation`).  *New scribble
+layer* makes a Labels layer for them, the legend says which value paints
+what, and a warning appears while the scribbles have no background stroke.
 """
 
 from __future__ import annotations
@@ -103,6 +109,39 @@ class TrainingWidget(QWidget):
         form.addRow('Image', self.image_layer)
         form.addRow('Labels', self.labels_layer)
         row = QHBoxLayout()
+        self.annotation = compact(QComboBox())
+        self.annotation.addItem('dense: every object painted', 'dense')
+        self.annotation.addItem('sparse: scribbles', 'sparse')
+        self.annotation.setToolTip(
+            'dense: a slice with any label is painted completely, its unpainted '
+            'pixels are background. sparse: a few strokes (as in ilastik or '
+            'napari-convpaint): 1 = background, 2 = the first class, ...; '
+            'unpainted pixels are not annotated and teach nothing'
+        )
+        self.new_scribbles_button = QPushButton('New scribble layer')
+        self.new_scribbles_button.setToolTip(
+            'A Labels layer for sparse strokes over the chosen image, with a '
+            'colour per class, the brush selected'
+        )
+        self.new_scribbles_button.clicked.connect(self.new_scribble_layer)
+        row.addWidget(self.annotation, 1)
+        row.addWidget(self.new_scribbles_button)
+        form.addRow('Annotation', row)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        form.addRow(self.legend)
+        self.scribble_warning = QLabel()
+        self.scribble_warning.setWordWrap(True)
+        self.scribble_warning.setStyleSheet('color: #e69f00')
+        form.addRow(self.scribble_warning)
+        self._watched_labels = None
+        self._model_class_cache: dict[str, tuple] = {}
+        self._scribble_check = QTimer(self)
+        self._scribble_check.setSingleShot(True)
+        self._scribble_check.setInterval(300)
+        self._scribble_check.timeout.connect(self.check_scribbles)
+        row = QHBoxLayout()
         self.add_pair_button = QPushButton('Add pair')
         self.add_pair_button.setToolTip('Train on several images at once')
         self.add_pair_button.clicked.connect(self.add_pair)
@@ -127,6 +166,8 @@ class TrainingWidget(QWidget):
         form.addRow('Slice axis', self.slice_axis)
         self.image_layer.currentIndexChanged.connect(self._image_changed)
         self._image_changed()
+        self.labels_layer.currentIndexChanged.connect(self._labels_changed)
+        self.annotation.currentIndexChanged.connect(self._annotation_changed)
         layout.addWidget(box)
 
         # --- model -----------------------------------------------------------
@@ -252,8 +293,12 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.next_slices)
         self._rank_worker = None
 
+        self.num_classes.valueChanged.connect(self._annotation_changed)
+        self.class_names.editingFinished.connect(self._annotation_changed)
+        self._labels_changed()
         self._fill_start_from()
         self.start_from.currentIndexChanged.connect(self._follow_start_from)
+        self.start_from.currentIndexChanged.connect(self._annotation_changed)
         self._follow_start_from()
         self._preset_changed()
         self.image_layer.currentIndexChanged.connect(self._suggest_output)
@@ -418,6 +463,147 @@ class TrainingWidget(QWidget):
         if spatial == 3:
             self.slice_axis.setMaximum(2)
 
+    # ----------------------------------------------------------- scribbles
+    @property
+    def sparse(self) -> bool:
+        return self.annotation.currentData() == 'sparse'
+
+    def paint_values(self) -> tuple[list[tuple[int, str]], list | None]:
+        """``[(value, class name)]`` of sparse painting, and class colours:
+        from the dock's classes and names, else the starting model's."""
+        from ..rules.annotation import paint_values
+
+        names = [n.strip() for n in self.class_names.text().split(',') if n.strip()]
+        k = self.num_classes.value()
+        colors = None
+        if not k and not names:
+            names, colors = self._model_classes()
+        if not k:
+            k = len(names) if len(names) > 2 else 1
+        return paint_values(k, names), colors
+
+    def _model_classes(self) -> tuple[list[str], list | None]:
+        """Class names and colours of the starting checkpoint, if any."""
+        try:
+            path, _ = self._init_choice()
+        except ValueError:
+            return [], None
+        if not path or str(path).startswith('vmamba:'):
+            return [], None
+        path = str(path)
+        if path not in self._model_class_cache:
+            from ..checkpoint import CheckpointError, load_checkpoint
+
+            try:
+                classes = load_checkpoint(path).metadata['classes']
+                found = list(classes['names']), classes.get('colors')
+            except (CheckpointError, OSError, KeyError):
+                found = [], None
+            self._model_class_cache[path] = found
+        return self._model_class_cache[path]
+
+    def new_scribble_layer(self):
+        """A Labels layer for sparse strokes over the chosen image: its
+        spatial shape and scale, a colour and a name per paint value, the
+        paint brush selected on the first class; the dock switches to
+        sparse annotation on it."""
+        import numpy as np
+
+        from ._labels import class_features, scribble_colormap
+
+        image = self.image_layer.value()
+        if image is None:
+            self._say('Choose the image to scribble on first.')
+            return None
+        rgb = bool(getattr(image, 'rgb', False))
+        shape = image.data.shape[:-1] if rgb else image.data.shape
+        values, colors = self.paint_values()
+        layer = self.viewer.add_labels(
+            np.zeros(shape, np.uint8 if len(values) < 255 else np.uint16),
+            name=f'{image.name} scribbles',
+            scale=image.scale,
+            translate=image.translate,
+            colormap=scribble_colormap(values, colors),
+            features=class_features(['not annotated', *(n for _, n in values)]),
+            metadata={
+                'napari_vmunet': {
+                    'annotation': 'sparse',
+                    'paint_values': {str(v): n for v, n in values},
+                }
+            },
+            opacity=0.8,
+        )
+        self.labels_layer.set_value(layer)
+        self.annotation.setCurrentIndex(self.annotation.findData('sparse'))
+        self.viewer.layers.selection.active = layer
+        layer.selected_label = 2
+        layer.mode = 'paint'
+        self._say(
+            f'Paint on "{layer.name}": {self._legend_text(values, colors, False)}.'
+        )
+        return layer
+
+    def _legend_text(self, values, colors, html: bool = True) -> str:
+        from ._labels import scribble_colors
+
+        swatch = scribble_colors(values, colors)
+        items = [
+            (f'<span style="color:{swatch[v]}">&#9632;</span> ' if html else '')
+            + f'{v} = {name}'
+            for v, name in values
+        ]
+        return ', '.join(items) + ' (erasing, 0 = not annotated)'
+
+    def _labels_changed(self, *_args) -> None:
+        """Follow the chosen labels layer: a scribble layer made here means
+        sparse annotation; its painting re-checks the warning."""
+        layer = self.labels_layer.value()
+        old = self._watched_labels
+        if old is not None and old() is not None and old() is not layer:
+            old().events.paint.disconnect(self._schedule_scribble_check)
+            old().events.data.disconnect(self._schedule_scribble_check)
+        if layer is not None and (old is None or old() is not layer):
+            layer.events.paint.connect(self._schedule_scribble_check)
+            layer.events.data.connect(self._schedule_scribble_check)
+            self._watched_labels = weakref.ref(layer)
+        meta = getattr(layer, 'metadata', None) or {}
+        if meta.get('napari_vmunet', {}).get('annotation') == 'sparse':
+            self.annotation.setCurrentIndex(self.annotation.findData('sparse'))
+        self._annotation_changed()
+
+    def _schedule_scribble_check(self, *_args) -> None:
+        """After a stroke: re-check the warning soon (once per burst)."""
+        self._scribble_check.start()
+
+    def _annotation_changed(self, *_args) -> None:
+        sparse = self.sparse
+        self.legend.setVisible(sparse)
+        if sparse:
+            values, colors = self.paint_values()
+            self.legend.setText('Paint ' + self._legend_text(values, colors))
+        self.check_scribbles()
+
+    def check_scribbles(self) -> str:
+        """The warning for sparse scribbles without a background stroke
+        (value 1): the model would never see what is not an object."""
+        import numpy as np
+
+        layer = self.labels_layer.value()
+        text = ''
+        if self.sparse and layer is not None:
+            data = np.asarray(layer.data)
+            if not data.any():
+                text = f'"{layer.name}" has no strokes yet.'
+            elif not (data == 1).any() and not any(p.background for p in self._pairs):
+                text = (
+                    f'"{layer.name}" has no background strokes (1): the model '
+                    'is never shown what is not an object and may take '
+                    'everything for one. Paint some background.'
+                )
+        self.scribble_warning.setText(text)
+        self.scribble_warning.setVisible(bool(text))
+        return text
+
     def training_pairs(self) -> list:
         """The ``TrainingPair`` list for the current choices (not copied yet)."""
         from ..training import TrainingPair
@@ -493,6 +679,7 @@ class TrainingWidget(QWidget):
         # every setting shown in the dock is the user's choice: a resume
         # with other values is refused instead of silently replaced
         given = {'preset', 'init', 'epochs', 'lr', 'batch_size', 'val_fraction'}
+        given |= {'annotation'}
         given |= {'freeze_encoder', *extra}
         given |= {'tile_size'} if self.tile_size.value() else set()
         given |= {'num_classes'} if self.num_classes.value() else set()
@@ -510,6 +697,7 @@ class TrainingWidget(QWidget):
             tile_size=self.tile_size.value() or None,
             val_fraction=self.val_fraction.value(),
             freeze_encoder=self.freeze_encoder.isChecked(),
+            annotation=self.annotation.currentData(),
             device=self.device.currentData() or 'auto',
             training_data=', '.join(
                 f'{p.image.name} + {p.labels.name}'
@@ -693,7 +881,13 @@ class TrainingWidget(QWidget):
         self.stop_button.setEnabled(running)
         self.stop_button.setText('Stop')
         self.resume_button.setEnabled(False)
-        for w in (self.add_pair_button, self.preset, self.start_from, self.output):
+        for w in (
+            self.add_pair_button,
+            self.preset,
+            self.start_from,
+            self.output,
+            self.annotation,
+        ):
             w.setEnabled(not running)
 
     # -------------------------------------------------------------- events
