@@ -152,8 +152,10 @@ CONTENDERS: dict[str, dict] = {
 }
 
 
-def train(setting: Setting, contender: str, seed: int, epochs: int) -> Trainer:
-    overrides = dict(CONTENDERS[contender])
+def train(setting: Setting, contender: str, seed: int, epochs: int, **extra) -> Trainer:
+    """Train ``contender`` on the setting; ``extra``: more config fields
+    (benchmarks/sparse.py gives ``annotation``)."""
+    overrides = {**CONTENDERS[contender], **extra}
     config = TrainConfig(
         num_classes=setting.num_classes,
         dims=None if contender == 'unet' else SMALL_VMUNET,
@@ -179,7 +181,7 @@ def predict(trainer: Trainer, images: np.ndarray, num_classes: int) -> np.ndarra
     out = []
     for sample in samples:
         probs = predict_probabilities(
-            trainer.model, sample, 128, trainer.device, 4, num_classes
+            trainer.model, sample, trainer.device, 4, num_classes
         )[0]
         out.append(
             (probs[0] > 0.5).numpy() if num_classes == 1 else probs.argmax(0).numpy()
