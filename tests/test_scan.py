@@ -302,3 +302,7 @@ def test_decay_base_is_exp_or_exp2_and_decided_once():
     x = -torch.rand(1000) * 30
     assert torch.allclose(getattr(x * scale, method)(), torch.exp(x), rtol=1e-6)
     assert S._decay_base('cuda') == (1.0, 'exp_')
+    # the timing runs on one thread and leaves the user's setting as it was
+    threads = torch.get_num_threads()
+    assert S._decay_base.__wrapped__('cpu') in {(1.0, 'exp_'), (S.LOG2E, 'exp2_')}
+    assert torch.get_num_threads() == threads
