@@ -230,7 +230,6 @@ def _dice(trainer, bottom) -> float:
         loss_fn=trainer.loss_fn,
         class_names=trainer.class_names,
         num_classes=1,
-        tile=trainer.tile,
         device=trainer.device,
     )
     return result.mean_dice or 0.0
