@@ -567,3 +567,32 @@ def test_validation_predicts_exactly_as_the_predictor_does():
     assert ours.shape == (1, 1, 300, 300)
     assert float(ours.std()) > 0.01  # a real, non-constant prediction
     np.testing.assert_allclose(ours[0, 0].numpy(), theirs, atol=1e-5)
+
+
+def test_missing_data_is_left_out_of_the_loss():
+    """Issue #16, item 3 for training: NaN pixels (missing data) used to be
+    trained as the darkest value, labelled as whatever the user painted
+    there; now they carry no target at all."""
+    from napari_vmunet.rules.annotation import IGNORE
+    from napari_vmunet.training.losses import MaskedBceDiceLoss
+
+    image, labels = load_sample('nuclei')
+    x = np.asarray(image.data[:128, :128], dtype=np.float32).copy()
+    x[:, 100:] = np.nan  # a scanner's missing columns
+    pair = TrainingPair(x, labels[:128, :128], name='gappy')
+    config = TrainConfig(epochs=1, val_fraction=0.0, **FAST)
+    trainer = Trainer(config, [pair])
+    (sample,) = trainer.train_samples
+    target = sample.target()
+    assert (target[:, 100:] == IGNORE).all() and (target[:, :100] != IGNORE).all()
+    assert isinstance(trainer.loss_fn, MaskedBceDiceLoss)
+    started, *_, finished = list(trainer.run())
+    assert any('left out of the loss' in n for n in started.notes)
+    assert finished.reason == 'completed'
+    assert all(math.isfinite(h['train_loss']) for h in trainer.history)
+    # the missing pixels take no part in the loss: no gradient reaches them
+    probs = torch.rand(1, 1, 128, 128, requires_grad=True)
+    loss = trainer.loss_fn(probs, torch.from_numpy(target).long()[None])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert not probs.grad[..., 100:].any() and probs.grad[..., :100].abs().sum() > 0

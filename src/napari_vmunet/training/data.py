@@ -294,6 +294,9 @@ def prepare_samples(
             )
         else:
             mask = _targets(s, num_classes, class_names)
+        missing = missing_data(s.image)
+        if missing is not None:  # no value, nothing to learn: left out
+            annotated = ~missing if annotated is None else annotated & ~missing
         samples.append(
             Sample(
                 image=np.ascontiguousarray(x, dtype=np.float32),
@@ -304,6 +307,17 @@ def prepare_samples(
             )
         )
     return samples
+
+
+def missing_data(image: np.ndarray) -> np.ndarray | None:
+    """``(H, W)``: the pixels of a ``(C, H, W)`` slice without a finite
+    value in some channel, or None when every pixel has one.  Training
+    leaves them out of the loss and the validation Dice (the network sees
+    them as the nearest finite extreme, which no label describes)."""
+    if not np.issubdtype(image.dtype, np.floating):
+        return None
+    bad = ~np.isfinite(image).all(axis=0)
+    return bad if bad.any() else None
 
 
 def inspect_slices(
@@ -326,9 +340,8 @@ def inspect_slices(
     notes = []
     if 'nan' in found:
         notes.append(
-            f'{_short(found["nan"])}: some pixels are NaN or infinite; they train '
-            'as the darkest/brightest finite value. Mask or crop them if they '
-            'mark missing data.'
+            f'{_short(found["nan"])}: some pixels are NaN or infinite (missing '
+            'data); they are left out of the loss and the validation Dice.'
         )
     if 'outliers' in found:
         notes.append(

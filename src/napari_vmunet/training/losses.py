@@ -141,10 +141,13 @@ class MaskedCeDiceLoss(nn.Module):
         return self.w_ce * ce + self.w_dice * dice
 
 
-def make_loss(num_classes: int, annotation: str = 'dense') -> nn.Module:
+def make_loss(
+    num_classes: int, annotation: str = 'dense', *, masked: bool = False
+) -> nn.Module:
     """The original's loss for ``num_classes`` (1: BceDice, else CeDice);
-    its masked form for sparse annotation."""
-    if annotation == 'sparse':
+    its masked form for sparse annotation, or when some targets hold
+    ``IGNORE`` anyway (``masked``: pixels of missing data)."""
+    if annotation == 'sparse' or masked:
         return MaskedBceDiceLoss() if num_classes == 1 else MaskedCeDiceLoss()
     return BceDiceLoss() if num_classes == 1 else CeDiceLoss()
 

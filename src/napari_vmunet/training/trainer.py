@@ -220,7 +220,10 @@ class Trainer:
             self.seed,
             AugmentConfig() if self._augments(slices) else None,
         )
-        self.loss_fn = make_loss(self.num_classes, config.annotation)
+        masked = any(
+            s.annotated is not None for s in [*self.train_samples, *self.val_samples]
+        )
+        self.loss_fn = make_loss(self.num_classes, config.annotation, masked=masked)
         self.model.to(self.device).train()
         self.net = self.wrap_model(self.model)
         self.optimizer = self.make_optimizer(self.net)
