@@ -73,8 +73,11 @@ def sparse_setting(setting: Setting, instances: np.ndarray | None) -> Setting:
     return dataclasses.replace(setting, train=train)
 
 
-def painted_share(setting: Setting) -> float:
-    """Painted pixels over the pixels of the annotated training slices."""
+def painted_share(setting: Setting, mode: str) -> float:
+    """The share of the annotated training slices' pixels that teach: all
+    of them when dense (unpainted = background), the strokes when sparse."""
+    if mode == 'dense':
+        return 1.0
     labels = np.asarray(setting.train.labels)
     stack = labels if labels.ndim == 3 else labels[None]
     used = stack.reshape(stack.shape[0], -1).any(axis=1)
@@ -123,7 +126,7 @@ def main() -> None:
                     reference = score
                 ratio = f'{score / reference:.1%}' if reference else '-'
                 print(
-                    f'{name:<15}{mode:<8}{seed:>5}{painted_share(setting):>9.1%}'
+                    f'{name:<15}{mode:<8}{seed:>5}{painted_share(setting, mode):>9.1%}'
                     f'{score:>11.3f}{ratio:>10}{seconds:>7.0f}',
                     flush=True,
                 )
