@@ -108,7 +108,6 @@ class TrainingWidget(QWidget):
         self.labels_layer = LayerComboBox(self.viewer, napari.layers.Labels)
         form.addRow('Image', self.image_layer)
         form.addRow('Labels', self.labels_layer)
-        row = QHBoxLayout()
         self.annotation = compact(QComboBox())
         self.annotation.addItem('dense: every object painted', 'dense')
         self.annotation.addItem('sparse: scribbles', 'sparse')
@@ -124,9 +123,10 @@ class TrainingWidget(QWidget):
             'colour per class, the brush selected'
         )
         self.new_scribbles_button.clicked.connect(self.new_scribble_layer)
-        row.addWidget(self.annotation, 1)
-        row.addWidget(self.new_scribbles_button)
-        form.addRow('Annotation', row)
+        form.addRow('Annotation', self.annotation)
+        # on a row of its own: beside the choice it widened the dock (and so
+        # narrowed the image view) by its whole width
+        form.addRow(self.new_scribbles_button)
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.TextFormat.RichText)
