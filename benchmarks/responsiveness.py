@@ -173,7 +173,7 @@ def main() -> None:
     )
 
     # napari's own cost of adding the same labels layer, for comparison
-    labels = infer.last_result[1].labels
+    labels = infer.last_result[1].prediction.labels
     result_layer = viewer.layers[-1]
     like_result = dict(name='same', scale=result_layer.scale, units=result_layer.units)
     like_result.update(translate=result_layer.translate)

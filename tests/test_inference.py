@@ -357,6 +357,65 @@ def test_the_window_is_chosen_per_image_and_device_not_by_the_training_tile(tiny
     assert list_steps(pred, big)[-1].total == 9  # 3 x 3 tiles of 256²
 
 
+class CountingModel(nn.Module):
+    """A model wrapper that counts the windows it is given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.windows = 0
+        self.num_classes = model.num_classes
+        self.input_channels = model.input_channels
+
+    def set_scan_backend(self, backend):
+        pass
+
+    def forward(self, x):
+        self.windows += x.shape[0]
+        return self.model(x)
+
+
+def test_blank_windows_are_computed_once_and_reused_exactly(tiny3, monkeypatch):
+    """Constant windows (the air around the brain sample's head: 34 of its
+    189 slices are blank) give one output, computed once per run; the run
+    without that cache gives the same probabilities window by window."""
+    from napari_vmunet.io import load_sample
+    from napari_vmunet.rules.tiled_prediction import ConstantWindows
+
+    brain = np.asarray(load_sample('brain')[0].data)
+    blank = [z for z in range(brain.shape[0]) if np.ptp(brain[z]) == 0]
+    volume = brain[[blank[0], 90, blank[1], blank[-1], 100]].astype(np.float32)
+    counting = CountingModel(tiny3)
+    pred = Predictor(wrap(counting, tile=64), device='cpu', tile_size=0, batch_size=2)
+    cached = pred.predict(volume, return_probabilities=True)
+    assert counting.windows == 3  # two images, one blank
+    counting.windows = 0
+    monkeypatch.setattr(ConstantWindows, 'key', staticmethod(lambda window: None))
+    plain = pred.predict(volume, return_probabilities=True)
+    assert counting.windows == 5
+    np.testing.assert_allclose(cached.probabilities, plain.probabilities, atol=1e-3)
+    np.testing.assert_array_equal(cached.labels, plain.labels)
+    for z in (2, 3):
+        np.testing.assert_array_equal(
+            cached.probabilities[:, 0], cached.probabilities[:, z]
+        )
+
+
+def test_constant_windows_never_mistakes_an_image_for_a_blank():
+    """Only windows with one value per channel are blanks; NaN never is."""
+    from napari_vmunet.rules.tiled_prediction import ConstantWindows
+
+    key = ConstantWindows.key
+    assert key(torch.zeros(2, 8, 8)) == ((2, 8, 8), (0.0, 0.0))
+    two_values = torch.zeros(2, 8, 8)
+    two_values[1] = 3.0
+    assert key(two_values) == ((2, 8, 8), (0.0, 3.0))
+    almost = torch.zeros(1, 8, 8)
+    almost[0, 7, 7] = 1e-6
+    assert key(almost) is None
+    assert key(torch.full((1, 8, 8), float('nan'))) is None
+
+
 def list_steps(pred, image):
     gen = pred.iter_predict(image)
     steps = []

@@ -41,7 +41,7 @@ from ..devices import resolve_device
 from ..rules.intensity import PlaneInspector, inspect_intensities
 from ..rules.layout import ImageLayout, image_layout, slice_position
 from ..rules.normalization import map_channels, normalize, override_normalization
-from ..rules.tiled_prediction import BlendedSlice, SliceWindows
+from ..rules.tiled_prediction import BlendedSlice, ConstantWindows, SliceWindows
 from ..rules.tiling import (
     DEFAULT_OVERLAP,
     blend_weights,
@@ -426,6 +426,7 @@ class Predictor:
 
         batch_size = self.batch_size
         weights = blend_weights(geometry.tile, self.device)
+        model = ConstantWindows(self._forward, self.device)
         in_flight: dict[int, BlendedSlice] = {}
         missing: dict[int, np.ndarray] = {}  # slice -> its non-finite pixels
         queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
@@ -455,15 +456,15 @@ class Predictor:
                         if bad.any():
                             missing[z] = bad
             try:
-                out = self._forward(
-                    [in_flight[z].window_input(windows[w]) for z, w in batch]
-                )
+                out = model([in_flight[z].window_input(windows[w]) for z, w in batch])
             except Exception as err:
                 if not _is_oom(err):
                     raise
                 batch_size, note = self._recover_from_oom(batch_size)
                 notes.append(note)
                 weights = blend_weights(geometry.tile, self.device)
+                model.device = self.device
+                model.clear()
                 for state in in_flight.values():  # the device may have changed
                     state.to(self.device)
                 warnings.warn(note, RuntimeWarning, stacklevel=2)
@@ -516,8 +517,8 @@ class Predictor:
         return BlendedSlice.start(x, geometry, self.num_classes, self.device)
 
     @torch.inference_mode()
-    def _forward(self, tiles: list[torch.Tensor]) -> torch.Tensor:
-        x = torch.stack(tiles).to(self.device, non_blocking=True)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(B, K, h, w)`` of a batch of windows."""
         autocast = contextlib.nullcontext()
         if self.amp and self.device.type == 'cuda':
             autocast = torch.autocast('cuda', dtype=torch.bfloat16)
