@@ -34,14 +34,30 @@ on every ``--every``-th slice.  It prints the seconds, the windows, the time
 ratio and the Dice of each against the reference labels.
 
     python benchmarks/inference.py --brain [--every 4] [--rounds 2] [--threads 1]
+
+``--brain-before SRC`` times the same volume with the Predictor's defaults
+of two source trees side by side: ``SRC`` (an older checkout's ``src``, for
+example the code of the day issue #16 was filed) and this checkout's, each
+in a fresh process, alternating each round.  It prints the wall and CPU
+seconds of ``predict`` alone (imports and model loading are not counted)
+and the Dice of both.
+
+    git worktree add --detach ../old 0c83a98
+    python benchmarks/inference.py --brain-before ../old/src [--every 1] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -234,6 +250,86 @@ def brain_windows(rounds: int, every: int) -> None:
         )
 
 
+def brain_child(out: str, every: int) -> None:
+    """One default prediction of the brain sample, by whichever
+    ``napari_vmunet`` is first on the path: labels to ``out``, times to
+    stdout as JSON."""
+    from napari_vmunet.io import load_sample
+    from napari_vmunet.zoo import builtin_checkpoints
+
+    image, _ = load_sample('brain')
+    volume = np.asarray(image.data)[::every]
+    pred = Predictor(
+        builtin_checkpoints()['demo-brain'],
+        device='cpu',
+        threads=torch.get_num_threads(),
+    )
+    steps = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = pred.predict(volume, progress=steps.append)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    np.save(out, result.labels)
+    print(json.dumps(dict(wall=wall, cpu=cpu, windows=steps[-1].total)))
+
+
+def brain_against(before_src: str, rounds: int, every: int, threads: int) -> None:
+    """The brain volume by an older source tree and by this one, side by
+    side in fresh processes (see the module docstring)."""
+    from napari_vmunet.io import load_sample
+
+    trees = {
+        'before': Path(before_src).resolve(),
+        'now': Path(__file__).parents[1] / 'src',
+    }
+    truth = np.asarray(load_sample('brain')[1])[::every]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    found, windows = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name in list(trees)[:: 1 if r % 2 == 0 else -1]:
+                out = str(Path(tmp) / f'{name}.npy')
+                env = dict(os.environ, PYTHONPATH=str(trees[name]))
+                env.update(OMP_NUM_THREADS=str(threads))
+                cmd = [sys.executable, __file__, '--brain-child', out]
+                cmd += ['--every', str(every), '--threads', str(threads)]
+                line = (
+                    subprocess.run(
+                        cmd, env=env, check=True, capture_output=True, text=True
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                row = json.loads(line)
+                times[name].append((row['wall'], row['cpu']))
+                windows[name] = row['windows']
+                found[name] = np.load(out)
+                print(
+                    f'round {r + 1}: {name:7} {row["wall"]:8.1f} s wall '
+                    f'{row["cpu"]:8.1f} s CPU',
+                    flush=True,
+                )
+    print(
+        f'\n{truth.shape[0]} slices of {truth.shape[1]}x{truth.shape[2]}, '
+        f'{threads} thread(s)'
+    )
+    print(
+        f'{"code":<8}{"windows":>8}{"wall s":>9}{"CPU s":>9}{"x wall":>8}'
+        f'{"x CPU":>7}{"Dice GM":>9}{"Dice WM":>9}'
+    )
+    base = [statistics.median(t[i] for t in times['before']) for i in (0, 1)]
+    for name in trees:
+        wall, cpu = (statistics.median(t[i] for t in times[name]) for i in (0, 1))
+        dices = []
+        for c in (1, 2):
+            p, t = found[name] == c, truth == c
+            dices.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+        print(
+            f'{name:<8}{windows[name]:>8}{wall:>9.1f}{cpu:>9.1f}'
+            f'{wall / base[0]:>8.2f}{cpu / base[1]:>7.2f}'
+            f'{dices[0]:>9.4f}{dices[1]:>9.4f}'
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', choices=('full', 'small'), default='full')
@@ -250,7 +346,16 @@ def main() -> None:
     parser.add_argument('--dice', action='store_true')
     parser.add_argument('--brain', action='store_true')
     parser.add_argument('--every', type=int, default=4)
+    parser.add_argument('--brain-before', metavar='SRC')
+    parser.add_argument('--brain-child', metavar='OUT', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.brain_child:
+        torch.set_num_threads(args.threads)
+        brain_child(args.brain_child, args.every)
+        return
+    if args.brain_before:
+        brain_against(args.brain_before, args.rounds, args.every, args.threads)
+        return
     if args.brain:
         torch.set_num_threads(args.threads)
         print(f'torch {torch.__version__}, {args.threads} thread(s), CPU')
