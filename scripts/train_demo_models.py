@@ -128,7 +128,7 @@ def record_stats(sample: str) -> None:
     from napari_vmunet.io import load_sample
     from napari_vmunet.training import TrainingPair
     from napari_vmunet.training.data import extract_slices, prepare_samples
-    from napari_vmunet.training.trainer import summarize_training_inputs
+    from napari_vmunet.training.provenance import summarize_training_inputs
 
     target = DATA / f'demo-{sample}.safetensors'
     ckpt = load_checkpoint(target)

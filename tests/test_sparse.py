@@ -24,7 +24,6 @@ from napari_vmunet.training.data import (
     Sample,
     TileDataset,
     extract_slices,
-    hold_out_strip,
     prepare_samples,
 )
 from napari_vmunet.training.losses import (
@@ -35,6 +34,7 @@ from napari_vmunet.training.losses import (
     MaskedCeDiceLoss,
     make_loss,
 )
+from napari_vmunet.training.split import hold_out_strip
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], depths_decoder=[1, 1, 1, 1])
 FAST = dict(tile_size=32, batch_size=2, steps_per_epoch=2, device='cpu', **TINY)

@@ -27,7 +27,7 @@ from napari_vmunet.training import (
     last_path,
 )
 from napari_vmunet.training.augment import AugmentConfig
-from napari_vmunet.training.trainer import CosineFactor
+from napari_vmunet.training.optim import CosineFactor
 from tiny_models import TINY_SHALLOW
 
 FAST = dict(tile_size=32, batch_size=2, steps_per_epoch=2, device='cpu', **TINY_SHALLOW)

@@ -22,11 +22,11 @@ from .data import (
     TrainingPair,
     extract_slices,
     prepare_samples,
-    split_validation,
 )
 from .events import EpochEnd, Event, Finished, Saved, Started, Step
 from .losses import BceDiceLoss, CeDiceLoss, DiceScore, make_loss
 from .process import TrainingProcess
+from .split import split_validation
 from .trainer import Trainer, as_stop_callable
 from .validation import Validation, evaluate
 

@@ -19,9 +19,7 @@ Three stages, each with one job:
    painted pixels instead: a slice with any stroke is used, and only its
    strokes teach.
 
-:func:`split_validation` then holds out slices for validation -- at least
-one whenever there are two (micro-sam's ``min(1, int(0.1 * n))`` gives none
-below ten images) -- deterministically for a seed.
+:mod:`.split` then holds out validation data.
 """
 
 from __future__ import annotations
@@ -374,74 +372,6 @@ def _targets(s: AnnotatedSlice, num_classes: int, names: Sequence[str] | None):
             f'num_classes={top + 1}.{hint}'
         )
     return labels.astype(np.uint8 if num_classes <= 256 else np.int16)
-
-
-def split_validation(
-    samples: Sequence[Sample], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Indices ``(train, val)``: a seeded, stratified hold-out.
-
-    Slices with objects and background-only slices are split separately
-    (``round(fraction * n)`` each), so neither kind is lost from training.
-    Whenever there are two or more slices and ``fraction > 0``, at least one
-    is held out, and at least one slice with objects stays in training.
-    """
-    n = len(samples)
-    if n < 2 or fraction <= 0:
-        return list(range(n)), []
-    rng = np.random.default_rng(seed)
-    labelled = [i for i, s in enumerate(samples) if not s.background]
-    empty = [i for i, s in enumerate(samples) if s.background]
-    take_l = min(max(len(labelled) - 1, 0), round(fraction * len(labelled)))
-    take_e = min(len(empty), round(fraction * len(empty)))
-    if take_l + take_e == 0:
-        if len(labelled) >= 2:
-            take_l = 1
-        else:  # one slice with objects: it must train, validate on background
-            take_e = 1
-    val = [
-        *rng.permutation(labelled)[:take_l].tolist(),
-        *rng.permutation(empty)[:take_e].tolist(),
-    ]
-    val_set = set(val)
-    return [i for i in range(n) if i not in val_set], sorted(val)
-
-
-def hold_out_strip(
-    sample: Sample, fraction: float, tile: int
-) -> tuple[Sample, Sample] | None:
-    """Split a single annotated image into a training part and a validation
-    strip of ``fraction`` of its height (or width, when it is wider), so that
-    one image still gets a validation Dice and the best model is chosen on
-    pixels it did not train on.
-
-    The strip is taken from the first side (bottom, top, right, left) that
-    leaves objects on both sides of the cut; None when the training part
-    would be smaller than a tile or no side has objects on both.  Sparse
-    scribbles are cut with their mask (objects = foreground strokes).
-    """
-    h, w = sample.shape
-    for axis in (0, 1) if h >= w else (1, 0):
-        size = (h, w)[axis]
-        n_val = max(16, round(size * fraction))
-        if size - n_val < tile:
-            continue
-        for at_end in (True, False):
-            val_part = slice(size - n_val, size) if at_end else slice(0, n_val)
-            train_part = slice(0, size - n_val) if at_end else slice(n_val, size)
-            key_val = (val_part, slice(None)) if axis == 0 else (slice(None), val_part)
-            key_train = (
-                (train_part, slice(None)) if axis == 0 else (slice(None), train_part)
-            )
-            if not (sample.mask[key_val].any() and sample.mask[key_train].any()):
-                continue
-            what = 'rows' if axis == 0 else 'columns'
-            strip = f'{what} {val_part.start}-{val_part.stop - 1}'
-            return (
-                sample.crop(key_train),
-                sample.crop(key_val, f'{sample.source} {strip}'),
-            )
-    return None
 
 
 def pad_for_tiles(sample: Sample, tile: int) -> Sample:

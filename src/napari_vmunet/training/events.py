@@ -151,3 +151,12 @@ class Finished:
 
 
 Event = Started | Step | EpochEnd | Saved | Finished
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a user: the message alone for input errors
+    (``ValueError``, ``OSError``), with the exception type otherwise."""
+    text = ' '.join(str(err).split()) or type(err).__name__
+    if not isinstance(err, (ValueError, OSError)):
+        text = f'{type(err).__name__}: {text}'
+    return text

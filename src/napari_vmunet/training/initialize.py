@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..checkpoint import load_checkpoint, load_vmamba_pretrained
 from ..model import VMUNet
@@ -133,3 +134,28 @@ def set_drop_path(model: VMUNet, rate: float) -> None:
 
 def _as_list(value: int | Sequence[int]) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def freeze_encoder(model: nn.Module, init: InitialModel, trained: bool) -> str:
+    """Stop gradients at the encoder (``config.freeze_encoder``); returns
+    the note saying so.  ``trained``: the weights come from a checkpoint
+    (``init`` or a resume) -- random weights behind a frozen encoder would
+    never learn, so that is refused."""
+    if not isinstance(model, VMUNet):
+        raise ValueError('freeze_encoder needs a VM-UNet')
+    if not trained:
+        raise ValueError(
+            'decoder-only training (freeze_encoder) keeps the encoder as the '
+            'starting model has it, and random weights would never learn: '
+            'start from a trained checkpoint, or train all weights (untick '
+            '"decoder only" in the dock, drop --freeze-encoder)'
+        )
+    net = model.vmunet
+    for module in (net.patch_embed, net.layers):
+        module.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return (
+        f'encoder frozen: {frozen:,} of {total:,} parameters kept as in '
+        f'{init.description}'
+    )

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from .._threads import available_cpus, reserve
 from .config import TrainConfig, last_path
 from .data import AnnotatedSlice, TrainingPair, extract_slices
-from .events import Event, Finished
+from .events import Event, Finished, describe_error
 
 _EOF = object()  # queued by the reader thread when the pipe closes
 
@@ -285,7 +285,7 @@ def _child_main(config, slices, val, conn, stop_event, num_threads) -> None:
     gracefully) if the parent has gone."""
     import torch
 
-    from .trainer import Trainer, describe_error
+    from .trainer import Trainer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(num_threads)

@@ -17,44 +17,26 @@ checkpoint.  On resume:
 
 Checkpoints written before recipes were saved resume with the caller's
 settings, as they always did.
+
+:func:`open_resume` reads the run's ``last`` checkpoint and its
+:class:`~.state.TrainingState` (or refuses with a clear error) before the
+trainer builds anything from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from .config import RECIPE_FIELDS, TrainConfig
+from ..checkpoint import Checkpoint, load_checkpoint
+from .config import RECIPE_FIELDS, TrainConfig, last_path
+from .initialize import InitialModel, set_drop_path
+from .state import REQUIRED, TrainingState
 
 #: recipe fields a resume may change deliberately
 CHANGEABLE = ('epochs',)
-
-
-class CosineFactor:
-    """``CosineAnnealingLR``'s closed form as a ``LambdaLR`` factor (a
-    class, not a lambda, so the scheduler's state can be saved).
-
-    After :meth:`replan` (a resumed run with another length) the factor
-    decays from its value at ``start`` to ``eta_min`` at the new ``t_max``.
-    """
-
-    def __init__(self, lr: float, eta_min: float, t_max: int):
-        self.lr, self.eta_min, self.t_max = lr, eta_min, t_max
-        self.start, self.start_factor = 0, 1.0
-
-    def __call__(self, epoch: int) -> float:
-        floor = self.eta_min / self.lr
-        if epoch >= self.t_max and self.start:
-            return floor
-        span = max(self.t_max - self.start, 1)
-        cos = (1 + math.cos(math.pi * (epoch - self.start) / span)) / 2
-        return floor + (self.start_factor - floor) * cos
-
-    def replan(self, start: int, t_max: int) -> None:
-        """Go on from ``start`` (its current value) to ``eta_min`` at ``t_max``."""
-        self.start_factor = self(start)
-        self.start, self.t_max = int(start), int(t_max)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -138,3 +120,61 @@ def schedule_follows_epochs(recipe: dict | None, config: TrainConfig) -> bool:
     if recipe and 't_max' in recipe:
         return recipe['t_max'] is None
     return 't_max' not in config.explicit
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The ``last`` checkpoint of the run being resumed, and its state."""
+
+    checkpoint: Checkpoint
+    state: TrainingState
+
+    def initial_model(self, config: TrainConfig) -> InitialModel:
+        """The model to go on training: the checkpoint's, as the run had it."""
+        ckpt = self.checkpoint
+        if config.drop_path_rate is not None:
+            # not stored with the weights: a resume sets it as the run did
+            set_drop_path(ckpt.model, config.drop_path_rate)
+        return InitialModel(
+            ckpt.model.train(),
+            ckpt.metadata['provenance'].get('initialized_from')
+            or f'checkpoint:{ckpt.path}',
+            ckpt.metadata,
+            [f'resumed from {ckpt.path.name}'],
+        )
+
+    def check(self, config: TrainConfig) -> None:
+        """Refuse a resume that changes what cannot change mid-run."""
+        if self.state.freeze_encoder != config.freeze_encoder:
+            was = 'with' if self.state.freeze_encoder else 'without'
+            raise ValueError(
+                f'the run being resumed was trained {was} freeze_encoder; '
+                'resume it with the same setting'
+            )
+
+
+def open_resume(config: TrainConfig) -> ResumePoint:
+    """Load ``last`` for ``config.resume``, or say why it cannot resume."""
+    if config.output is None:
+        raise ValueError('resume needs the output checkpoint of the earlier run')
+    path = last_path(config.output)
+    if not path.exists():
+        raise ValueError(
+            f'nothing to resume: {path} does not exist; train without resume '
+            'first (it writes that file after every epoch)'
+        )
+    ckpt = load_checkpoint(path)
+    raw = ckpt.training_state
+    if not raw or any(key not in raw for key in REQUIRED):
+        raise ValueError(
+            f'{path} has no training state to resume from (its '
+            f'{path.stem}.train_state.pt is missing); fine-tune from it '
+            'with init instead'
+        )
+    want = config.num_classes
+    if want and want != ckpt.config['num_classes']:
+        raise ValueError(
+            f'the run being resumed has {ckpt.config["num_classes"]} '
+            f'class(es), not {want}'
+        )
+    return ResumePoint(ckpt, TrainingState.from_dict(raw))
