@@ -356,3 +356,61 @@ def test_the_measure_package_needs_neither_torch_nor_qt():
         [sys.executable, '-c', code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == '[]'
+
+
+@pytest.mark.parametrize('shape', [(37, 20, 23), (61, 45)])
+def test_boxes_found_slab_by_slab_equal_find_objects(shape):
+    """The slab-wise boxes (which let the GUI thread run between slabs)
+    are scipy's, objects spanning many slabs and absent values included."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label as sk_label
+
+    from napari_vmunet.measure._boxes import find_boxes
+
+    rng = np.random.default_rng(0)
+    labels = sk_label(ndi.gaussian_filter(rng.random(shape), 1.5) > 0.5)
+    labels[labels == 3] = 0  # a value missing in the middle
+    want = ndi.find_objects(labels)
+    plane = int(np.prod(shape[1:]))
+    for slab in (1, plane, 3 * plane + 1, labels.size):
+        assert find_boxes(labels, slab_pixels=slab) == want
+    assert find_boxes(np.zeros(shape, np.int32)) == []
+
+
+def test_measurements_per_box_equal_regionprops_on_the_whole_map():
+    """Each object measured on the crop of its box gives what regionprops
+    gives on the whole map: centroids and boxes shifted back, intensities."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label as sk_label
+    from skimage.measure import regionprops_table
+
+    rng = np.random.default_rng(1)
+    labels = sk_label(ndi.gaussian_filter(rng.random((30, 40, 50)), 1.5) > 0.52)
+    image = rng.random(labels.shape).astype(np.float32)
+    geometry = Geometry(np.diag([3.0, 1.0, 0.5, 1.0]), 'mm')
+    table = measure(labels, image, geometry=geometry, classes=np.ones(labels.max() + 1))
+    want = regionprops_table(
+        labels,
+        image,
+        spacing=(3.0, 1.0, 0.5),
+        properties=(
+            'label',
+            'area',
+            'centroid',
+            'bbox',
+            'intensity_mean',
+            'intensity_max',
+        ),
+    )
+    np.testing.assert_array_equal(table['label'], want['label'])
+    np.testing.assert_allclose(table['volume_mm3'], want['area'])
+    for i, axis in enumerate('zyx'):
+        np.testing.assert_allclose(table[f'centroid_{axis}_mm'], want[f'centroid-{i}'])
+        np.testing.assert_array_equal(table[f'bbox_min_{axis}_px'], want[f'bbox-{i}'])
+        np.testing.assert_array_equal(
+            table[f'bbox_max_{axis}_px'], want[f'bbox-{i + 3}']
+        )
+    np.testing.assert_allclose(
+        table['intensity_mean'], want['intensity_mean'], rtol=1e-6
+    )
+    np.testing.assert_allclose(table['intensity_max'], want['intensity_max'])

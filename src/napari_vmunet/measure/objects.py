@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._boxes import find_boxes
 from ._geometry import Geometry
 from ._progress import Progress, _Reporter, drive
 
@@ -181,7 +182,7 @@ def iter_objects(
         source = labels if cls is None else labels == cls
         components = sk_label(source, background=0, connectivity=connectivity)
         del source
-        boxes = ndi.find_objects(components)
+        boxes = find_boxes(components)
         what = 'objects' if cls is None else class_name(names, cls)
         reporter = _Reporter(
             'objects', len(boxes), f'{what} ({pass_no + 1}/{len(passes)})'
