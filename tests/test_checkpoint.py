@@ -26,6 +26,7 @@ from napari_vmunet.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointWarning,
+    Metadata,
     convert,
     default_metadata,
     export_original,
@@ -201,6 +202,8 @@ def test_every_original_layout_loads_with_identical_outputs(tiny, tmp_path, layo
     assert ckpt.metadata['input']['tile_size'] == [256, 256]
     assert ckpt.metadata['classes']['names'] == ['background', 'foreground']
     assert 'original VM-UNet' in ckpt.metadata['provenance']['notes']
+    assert Metadata.from_dict(ckpt.metadata).to_dict() == ckpt.metadata
+    assert ckpt.meta.input.tile == 256 and ckpt.meta.provenance.epochs >= 0
 
 
 def test_latest_pth_exposes_its_training_state(tiny, tmp_path):
@@ -389,6 +392,9 @@ def test_our_format_round_trip(tiny, tmp_path):
     raw = safetensors.safe_open(str(path), 'pt')
     st_meta = raw.metadata()
     assert json.loads(st_meta['napari_vmunet']) == meta
+    assert ckpt.meta.to_dict() == meta  # the typed view writes the same keys
+    assert ckpt.meta.input.tile_size == [256, 320]
+    assert ckpt.meta.classes.colors == [None, '#ff0000']
     assert st_meta['format'] == 'pt'
     assert all(k.startswith('vmunet.') for k in raw.keys())  # noqa: SIM118
 
@@ -670,6 +676,7 @@ def test_convert_latest_keeps_the_training_state(tiny, tmp_path):
     assert 'optimizer_state_dict' in ckpt.training_state
     assert ckpt.metadata['classes']['names'] == ['bg', 'lesion']
     assert ckpt.metadata['provenance']['epochs'] == 7
+    assert ckpt.meta.to_dict() == ckpt.metadata
 
 
 def test_convert_refuses_unknown_extensions_and_metadata_for_pth(tiny, tmp_path):

@@ -36,7 +36,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .._files import write_atomically_one
 from .._version import __version__
 from ._network import VMUNetLogits
 from ._processing import describe, preprocessing_for
+
+if TYPE_CHECKING:
+    from ..checkpoint import Metadata
 
 #: where the package's architecture is imported from
 IMPORT_FROM = 'napari_vmunet.bioimageio'
@@ -135,7 +138,7 @@ def export_bioimageio(
         raise ValueError(f'{output} is a folder; give a file name ending in .zip')
     require_spec()
     ckpt = _checkpoint(model)
-    meta = ckpt.metadata
+    meta = ckpt.meta
     # everything the user typed is checked before any work
     name = _name(name, ckpt)
     description = _description(description, meta)
@@ -143,7 +146,7 @@ def export_bioimageio(
     license_id = _license(license_id)
     cites = [VMUNET_CITATION, *(_citation(c) for c in cite)]
     cover_path = _cover_file(cover)
-    preprocessing = preprocessing_for(meta['input']['normalization'])
+    preprocessing = preprocessing_for(meta.input.normalization.to_dict())
 
     say('reading the test image')
     image, image_label = _test_plane(test_image, ckpt.config['input_channels'])
@@ -199,17 +202,16 @@ def _name(name: str | None, ckpt) -> str:
     return name
 
 
-def _description(description: str | None, meta: dict) -> str:
+def _description(description: str | None, meta: Metadata) -> str:
     if description is None or not description.strip():
-        prov = meta['provenance']
-        names = meta['classes']['names']
+        names = meta.classes.names
         description = (
             f'VM-UNet (Vision Mamba U-Net) segmentation of '
             f'{", ".join(names[1:])} (classes: {", ".join(names)}), '
             'exported by napari-vmunet.'
         )
-        if prov.get('notes'):
-            description += f' {prov["notes"]}'
+        if meta.provenance.notes:
+            description += f' {meta.provenance.notes}'
     description = ' '.join(description.split())
     if len(description) > 1024:
         raise ValueError(
@@ -396,7 +398,7 @@ def _write_files(
         shutil.copyfile(cover, files['cover'])
     else:
         files['cover'] = folder / 'cover.png'
-        _write_cover(files['cover'], image, probs, ckpt.metadata)
+        _write_cover(files['cover'], image, probs, ckpt.meta.classes.colors)
     return files
 
 
@@ -423,9 +425,9 @@ def readme(
     """The package's documentation, from our metadata and provenance."""
     from ..checkpoint._state import describe_architecture
 
-    meta, cfg = ckpt.metadata, ckpt.config
-    prov, names = meta['provenance'], meta['classes']['names']
-    tile = meta['input']['tile_size']
+    meta, cfg = ckpt.meta, ckpt.config
+    prov, names = meta.provenance, meta.classes.names
+    tile = meta.input.tile_size
     k = cfg['num_classes']
     if k == 1:
         out = 'a foreground probability (sigmoid)'
@@ -433,7 +435,7 @@ def readme(
     else:
         out, classes = f'{k} class probabilities that sum to 1 (softmax)', ''
     source = Path(str(ckpt.path)).name
-    norm = describe(meta['input']['normalization'])
+    norm = describe(meta.input.normalization.to_dict())
     lines = [
         f'# {name}',
         '',
@@ -475,19 +477,19 @@ def readme(
         '',
     ]
     facts = [
-        ('Initialised from', prov.get('initialized_from')),
-        ('Training data', prov.get('training_data')),
-        ('Epochs', prov.get('epochs')),
-        ('Checkpoint created', prov.get('created')),
-        ('Written by napari-vmunet', prov.get('package_version')),
-        ('Command', f'`{prov["command"]}`' if prov.get('command') else None),
-        ('Notes', prov.get('notes')),
+        ('Initialised from', prov.initialized_from),
+        ('Training data', prov.training_data),
+        ('Epochs', prov.epochs),
+        ('Checkpoint created', prov.created),
+        ('Written by napari-vmunet', prov.package_version),
+        ('Command', f'`{prov.command}`' if prov.command else None),
+        ('Notes', prov.notes),
     ]
     lines += [
         f'- {label}: {value}' for label, value in facts if value not in (None, '')
     ]
     lines += ['', '## Validation', '']
-    dice = prov.get('best_val_dice')
+    dice = prov.best_val_dice
     if dice is not None:
         lines.append(
             f'- Best validation Dice during training: {dice:.4f} (Dice on the '
@@ -525,7 +527,9 @@ def readme(
     return '\n'.join(lines)
 
 
-def _write_cover(path: Path, image: np.ndarray, probs: np.ndarray, meta: dict) -> None:
+def _write_cover(
+    path: Path, image: np.ndarray, probs: np.ndarray, colors: Sequence[str | None]
+) -> None:
     """Input and prediction side by side (2:1, as bioimage.io recommends):
     the grey input on the left, the predicted classes over it on the right."""
     from ..io.plain import write_png
@@ -537,7 +541,6 @@ def _write_cover(path: Path, image: np.ndarray, probs: np.ndarray, meta: dict) -
     p = probs[0]
     labels = (p[0] >= 0.5).astype(int) if p.shape[0] == 1 else p.argmax(0)
     overlay = rgb.copy()
-    colors = meta['classes'].get('colors') or []
     for cls in range(1, int(labels.max()) + 1):
         mask = labels == cls
         color = np.array(_class_color(colors, cls), dtype=float)
@@ -546,7 +549,7 @@ def _write_cover(path: Path, image: np.ndarray, probs: np.ndarray, meta: dict) -
     write_png(path, cover)
 
 
-def _class_color(colors: list, cls: int) -> tuple[int, int, int]:
+def _class_color(colors: Sequence[str | None], cls: int) -> tuple[int, int, int]:
     value = colors[cls] if cls < len(colors) else None
     if value:
         return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
@@ -589,9 +592,9 @@ def _description_node(
 
     from ..checkpoint._metadata import architecture_of
 
-    cfg, meta = ckpt.config, ckpt.metadata
+    cfg = ckpt.config
     k = cfg['num_classes']
-    names = meta['classes']['names']
+    names = ckpt.meta.classes.names
     out_names = channel_ids(names[1:] if k == 1 else names)
     in_names = [f'channel{i}' for i in range(cfg['input_channels'])]
     image_id = spec.TensorId('image')
@@ -667,7 +670,7 @@ def _description_node(
             weights=weights,
             config={
                 CONFIG_KEY: {
-                    'metadata': meta,
+                    'metadata': ckpt.metadata,
                     'source_checkpoint': Path(str(ckpt.path)).name,
                     'exported_with': __version__,
                 }

@@ -5,10 +5,10 @@ Formats read by :func:`load_checkpoint` (recognised by content, not by name):
 * ``napari-vmunet`` -- ``*.safetensors`` written by :func:`save_checkpoint`:
   the weights (keys ``vmunet.*``) plus a JSON document under the safetensors
   metadata key ``"napari_vmunet"`` (schema: :mod:`._metadata`, format
-  version 1).  Training state for resuming lives next to it in
-  ``<stem>.train_state.pt`` (``model.safetensors`` ->
-  ``model.train_state.pt``), written with ``torch.save`` and read with
-  ``weights_only=True``.
+  version 1; read it by name through :class:`Metadata`).  Training state
+  for resuming lives next to it in ``<stem>.train_state.pt``
+  (``model.safetensors`` -> ``model.train_state.pt``), written with
+  ``torch.save`` and read with ``weights_only=True``.
 * ``original-best`` -- the original ``best.pth``: ``torch.save`` of a flat
   state dict.
 * ``original-latest`` -- the original ``latest.pth``: a dict with
@@ -44,15 +44,29 @@ from ._metadata import (
     validate_metadata,
 )
 from ._pretrained import load_vmamba_pretrained
+from ._schema import (
+    Architecture,
+    Classes,
+    InputSpec,
+    Metadata,
+    Normalization,
+    Provenance,
+)
 from ._state import infer_config
 
 __all__ = [
     'FORMAT_VERSION',
     'METADATA_KEY',
     'SOURCE_FORMATS',
+    'Architecture',
     'Checkpoint',
     'CheckpointError',
     'CheckpointWarning',
+    'Classes',
+    'InputSpec',
+    'Metadata',
+    'Normalization',
+    'Provenance',
     'check_checkpoint_file',
     'convert',
     'default_metadata',

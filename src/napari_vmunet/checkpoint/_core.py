@@ -43,6 +43,7 @@ from ._metadata import (
     now_iso,
     validate_metadata,
 )
+from ._schema import Metadata
 from ._state import (
     VMAMBA_NOT_A_MODEL,
     clean_state_dict,
@@ -94,9 +95,14 @@ class Checkpoint:
         return sum(p.numel() for p in self.model.parameters())
 
     @property
+    def meta(self) -> Metadata:
+        """:attr:`metadata` read by name (``meta.input.tile``, ...)."""
+        return Metadata.from_dict(self.metadata)
+
+    @property
     def class_names(self) -> list[str]:
-        """``metadata['classes']['names']``."""
-        return list(self.metadata['classes']['names'])
+        """The class names, background first."""
+        return list(self.meta.classes.names)
 
 
 def training_state_path(path: str | os.PathLike) -> Path:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ._text import printable
+
+if TYPE_CHECKING:
+    from ..checkpoint import Architecture, Classes, Normalization
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,25 +69,27 @@ _FORMATS = {
 
 def format_info(info: dict) -> str:
     """The ``summary()`` dict as aligned, readable lines."""
-    meta = info['metadata']
-    arch, inp, prov = meta['architecture'], meta['input'], meta['provenance']
+    from ..checkpoint import Metadata
+
+    meta = Metadata.from_dict(info['metadata'])
+    arch, inp, prov = meta.architecture, meta.input, meta.provenance
     rows = [
         ('File', info['path']),
         ('Format', _FORMATS.get(info['source_format'], info['source_format'])),
         ('Architecture', _architecture(arch)),
         ('Parameters', f'{info["parameters"]:,}'),
-        ('Output', _output(arch['num_classes'])),
-        ('Classes', _classes(meta['classes'])),
-        ('Input', f'{inp["channels"]} channel(s)'),
-        ('Normalisation', _normalization(inp['normalization'])),
-        ('Tile size', '{} x {}'.format(*inp['tile_size'])),
-        ('Epochs', str(prov['epochs'])),
-        ('Best val Dice', _maybe(prov['best_val_dice'])),
-        ('Initialised from', _maybe(prov['initialized_from'])),
-        ('Training data', _maybe(prov['training_data'])),
-        ('Created', f'{prov["created"]} (napari-vmunet {prov["package_version"]})'),
-        ('Command', _maybe(prov['command'])),
-        ('Notes', _maybe(prov['notes'])),
+        ('Output', _output(arch.num_classes)),
+        ('Classes', _classes(meta.classes)),
+        ('Input', f'{inp.channels} channel(s)'),
+        ('Normalisation', _normalization(inp.normalization)),
+        ('Tile size', '{} x {}'.format(*inp.tile_size)),
+        ('Epochs', str(prov.epochs)),
+        ('Best val Dice', _maybe(prov.best_val_dice)),
+        ('Initialised from', _maybe(prov.initialized_from)),
+        ('Training data', _maybe(prov.training_data)),
+        ('Created', f'{prov.created} (napari-vmunet {prov.package_version})'),
+        ('Command', _maybe(prov.command)),
+        ('Notes', _maybe(prov.notes)),
         ('Training state', _training_state(info['training_state'])),
     ]
     width = max(len(name) for name, _ in rows) + 2
@@ -91,13 +97,13 @@ def format_info(info: dict) -> str:
     return ''.join(f'{name + ":":<{width}}{printable(value)}\n' for name, value in rows)
 
 
-def _architecture(arch: dict) -> str:
+def _architecture(arch: Architecture) -> str:
     return (
-        f'VM-UNet, encoder dims {"/".join(map(str, arch["dims"]))} '
-        f'depths {"-".join(map(str, arch["depths"]))}; decoder dims '
-        f'{"/".join(map(str, arch["dims_decoder"]))} '
-        f'depths {"-".join(map(str, arch["depths_decoder"]))}; '
-        f'd_state {arch["d_state"]}'
+        f'VM-UNet, encoder dims {"/".join(map(str, arch.dims))} '
+        f'depths {"-".join(map(str, arch.depths))}; decoder dims '
+        f'{"/".join(map(str, arch.dims_decoder))} '
+        f'depths {"-".join(map(str, arch.depths_decoder))}; '
+        f'd_state {arch.d_state}'
     )
 
 
@@ -107,21 +113,23 @@ def _output(num_classes: int) -> str:
     return f'{num_classes} channels, class logits (argmax)'
 
 
-def _classes(classes: dict) -> str:
+def _classes(classes: Classes) -> str:
     return ', '.join(
         f'{i} {name}' + (f' ({color})' if color else '')
         for i, (name, color) in enumerate(
-            zip(classes['names'], classes['colors'], strict=True)
+            zip(classes.names, classes.colors, strict=True)
         )
     )
 
 
-def _normalization(norm: dict) -> str:
-    if norm['mode'] == 'minmax':
+def _normalization(norm: Normalization) -> str:
+    if norm.mode == 'minmax':
         return 'minmax (each image scaled to [0, 255] by its min and max)'
-    if norm['mode'] == 'window':
-        return f'window [{norm["low"]:g}, {norm["high"]:g}]'
-    return f'percentile {norm["low"]:g}-{norm["high"]:g}'
+    if norm.mode == 'none':
+        return 'none (the values as they are)'
+    if norm.mode == 'window':
+        return f'window [{norm.low:g}, {norm.high:g}]'
+    return f'percentile {norm.low:g}-{norm.high:g}'
 
 
 def _maybe(value: object) -> str:

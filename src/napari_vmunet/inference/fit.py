@@ -88,7 +88,7 @@ def assess_fit(
     if channels is None:
         channels = checkpoint.config['input_channels']
     if normalization is None:
-        normalization = checkpoint.metadata['input']['normalization']
+        normalization = checkpoint.meta.input.normalization.to_dict()
     planes = sample_planes(layout.n_slices)
     try:
         inputs = [

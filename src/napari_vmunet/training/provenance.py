@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..checkpoint import default_metadata
+from ..checkpoint import Metadata, default_metadata
 from ..checkpoint._metadata import (
     architecture_of,
     default_class_names,
@@ -58,25 +58,21 @@ def model_setup(
     have to be saved (``config.output`` set).
     """
     c = config
-    meta = metadata or {}
+    meta = Metadata.from_dict(metadata) if metadata else None
     num_classes = int(model.num_classes)
     names = c.class_names
     if names is None and meta:
-        names = meta['classes']['names']
+        names = meta.classes.names
     class_names = list(names or default_class_names(num_classes))
-    colors = meta['classes']['colors'] if meta and c.class_names is None else None
+    colors = meta.classes.colors if meta and c.class_names is None else None
     class_colors = list(colors or [None] * len(class_names))
-    own = meta['input']['normalization'] if meta else None
+    own = meta.input.normalization.to_dict() if meta else None
     norm = own
     if c.normalization is not None:  # keeps a fine-tuned model's range
         norm = override_normalization(own, parse_normalization(c.normalization))
     norm = norm or {'mode': 'minmax'}
     tile = check_tile(
-        int(
-            c.tile_size
-            or (meta['input']['tile_size'][0] if meta else None)
-            or DEFAULT_TILE
-        )
+        int(c.tile_size or (meta.input.tile if meta else None) or DEFAULT_TILE)
     )
     if not isinstance(model, VMUNet):
         # another network (benchmarks compare one under this recipe):

@@ -137,8 +137,7 @@ class ResumePoint:
             set_drop_path(ckpt.model, config.drop_path_rate)
         return InitialModel(
             ckpt.model.train(),
-            ckpt.metadata['provenance'].get('initialized_from')
-            or f'checkpoint:{ckpt.path}',
+            ckpt.meta.provenance.initialized_from or f'checkpoint:{ckpt.path}',
             ckpt.metadata,
             [f'resumed from {ckpt.path.name}'],
         )
