@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_vmunet._widgets.inference import InferenceWidget, remembered_checkpoints
+from napari_vmunet._widgets._inference_model import remembered_checkpoints
+from napari_vmunet._widgets.inference import InferenceWidget
 from napari_vmunet.checkpoint import (
     CheckpointError,
     check_checkpoint_file,

@@ -20,14 +20,14 @@ from qtpy.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
+
+from ._controls import browse_row, status_label
 
 #: offered in the license box (any SPDX identifier may be typed)
 LICENSES = ('CC-BY-4.0', 'CC0-1.0', 'MIT', 'BSD-3-Clause', 'Apache-2.0')
@@ -97,11 +97,7 @@ class ExportDialog(QDialog):
         self.output = self._file_row(form, 'Save to', '', self._pick_output)
         self.output.setText(str(default_package_path(self.checkpoint)))
         layout.addLayout(form)
-        self.status = QLabel('')
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(
-            Qt.TextInteractionFlag.TextSelectableByMouse
-        )
+        self.status = status_label()
         layout.addWidget(self.status)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.export_button = self.buttons.addButton(
@@ -114,14 +110,9 @@ class ExportDialog(QDialog):
         self.setMinimumWidth(480)
 
     def _file_row(self, form: QFormLayout, label: str, hint: str, pick) -> QLineEdit:
-        row = QHBoxLayout()
         edit = QLineEdit()
         edit.setPlaceholderText(hint)
-        button = QPushButton('…')
-        button.setMaximumWidth(30)
-        button.clicked.connect(pick)
-        row.addWidget(edit, 1)
-        row.addWidget(button)
+        row, _ = browse_row(edit, pick, text='…')
         form.addRow(label, row)
         return edit
 

@@ -8,75 +8,38 @@ status line; *Stop* ends it after the current step with a resumable
 checkpoint, *Resume* continues (with your newest corrections), and every
 improved model is offered to the inference dock at once.
 
-*Annotation* chooses what the labels mean: dense (a slice with any label is
-painted completely) or sparse scribbles (0 = not annotated, 1 = background,
-k + 1 = class k; :mod:`napari_vmunet.rules.annotation`).  *New scribble
-layer* makes a Labels layer for them, the legend says which value paints
-what, and a warning appears while the scribbles have no background stroke.
+The dock is its sections (``_training_data``: the layer pairs and the
+annotation mode; ``_training_model``: the starting model and the classes;
+``_training_recipe``: the recipe) and the run: the widgets become
+:class:`~._training_request.FineTuneChoices`, which
+:func:`~._training_request.train_config` turns into the run's
+:class:`~napari_vmunet.training.TrainConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import re
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
-from superqt import QCollapsible
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
 from ._bus import bus, listen
-from ._controls import device_picker
-from ._docking import compact, scrolling_layout
-from ._layers import LayerComboBox
+from ._controls import RunControls, browse_row, button, button_row, status_label
+from ._docking import scrolling_layout
 from ._pathedit import PathEdit
 from ._plot import TrainingPlot
+from ._training_close import CloseGuard, main_window
+from ._training_data import DataSection, Pair
+from ._training_model import TrainModelSection
+from ._training_recipe import RecipeSection
+from ._training_request import FineTuneChoices, default_output, train_config
 
 if TYPE_CHECKING:
     import napari
 
 POLL_MS = 200
-SCRATCH_SMALL = (24, 48, 96, 192)
-
-
-def default_output(image_name: str) -> Path:
-    stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    safe = re.sub(r'[^\w.-]+', '_', image_name).strip('_') or 'model'
-    return Path.home() / 'napari-vmunet' / 'models' / f'{safe}-{stamp}.safetensors'
-
-
-class _Pair:
-    """An image/labels layer pair and the slices declared background-only."""
-
-    def __init__(self, image, labels):
-        self.image = image
-        self.labels = labels
-        self.background: set[int] = set()
-
-    def text(self) -> str:
-        extra = ''
-        if self.background:
-            listed = ', '.join(map(str, sorted(self.background)))
-            extra = f'  (background-only slices: {listed})'
-        return f'{self.image.name}  ←  {self.labels.name}{extra}'
 
 
 class TrainingWidget(QWidget):
@@ -84,306 +47,136 @@ class TrainingWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent=None):
         super().__init__(parent)
-        import napari.layers
+        from ._nextslice import NextSlicePanel
 
         self.viewer = napari_viewer
         self.process = None
-        self._pairs: list[_Pair] = []
         self._best: str | None = None
         self._last_config = None
         self._start_worker = None
-        self._watched_window = None  # napari's main window, once a run started
-        self._window_closing = False
+        self._rank_worker = None
+        self._export_dialog = None
+        # closing napari's window during a run stops the run
+        self._close_guard = CloseGuard(lambda: self.stop_for_close(), self)
         self.history: list = []  # every event of the current run
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
 
         layout = scrolling_layout(self)  # fits a laptop screen, tabs with ours
-
-        # --- data ------------------------------------------------------------
-        box = QGroupBox('Training data (copied when training starts)')
-        form = QFormLayout(box)
-        self.image_layer = LayerComboBox(self.viewer, napari.layers.Image)
-        self.labels_layer = LayerComboBox(self.viewer, napari.layers.Labels)
-        form.addRow('Image', self.image_layer)
-        form.addRow('Labels', self.labels_layer)
-        self.annotation = compact(QComboBox())
-        self.annotation.addItem('dense: every object painted', 'dense')
-        self.annotation.addItem('sparse: scribbles', 'sparse')
-        self.annotation.setToolTip(
-            'dense: a slice with any label is painted completely, its unpainted '
-            'pixels are background. sparse: a few strokes (as in ilastik or '
-            'napari-convpaint): 1 = background, 2 = the first class, ...; '
-            'unpainted pixels are not annotated and teach nothing'
+        self.model = TrainModelSection(self.viewer)
+        self.data = DataSection(
+            self.viewer, self.model.paint_values, lambda text: self._say(text)
         )
-        self.new_scribbles_button = QPushButton('New scribble layer')
-        self.new_scribbles_button.setToolTip(
-            'A Labels layer for sparse strokes over the chosen image, with a '
-            'colour per class, the brush selected'
-        )
-        self.new_scribbles_button.clicked.connect(self.new_scribble_layer)
-        form.addRow('Annotation', self.annotation)
-        # on a row of its own: beside the choice it widened the dock (and so
-        # narrowed the image view) by its whole width
-        form.addRow(self.new_scribbles_button)
-        self.legend = QLabel()
-        self.legend.setWordWrap(True)
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        form.addRow(self.legend)
-        self.scribble_warning = QLabel()
-        self.scribble_warning.setWordWrap(True)
-        self.scribble_warning.setStyleSheet('color: #e69f00')
-        form.addRow(self.scribble_warning)
-        self._watched_labels = None
-        self._model_class_cache: dict[str, tuple] = {}
-        self._scribble_check = QTimer(self)
-        self._scribble_check.setSingleShot(True)
-        self._scribble_check.setInterval(300)
-        self._scribble_check.timeout.connect(self.check_scribbles)
-        row = QHBoxLayout()
-        self.add_pair_button = QPushButton('Add pair')
-        self.add_pair_button.setToolTip('Train on several images at once')
-        self.add_pair_button.clicked.connect(self.add_pair)
-        self.background_button = QPushButton('Current slice: background only')
-        self.background_button.setToolTip(
-            'Declare that the slice the viewer shows contains no objects, so '
-            'the model also learns what is not an object (volumes)'
-        )
-        self.background_button.clicked.connect(self.mark_background_slice)
-        row.addWidget(self.add_pair_button)
-        row.addWidget(self.background_button)
-        form.addRow(row)
-        self.pair_list = QListWidget()
-        self.pair_list.setMaximumHeight(70)
-        self.pair_list.setToolTip(
-            'Pairs to train on (empty: the pair above). Double-click to remove.'
-        )
-        self.pair_list.itemDoubleClicked.connect(self._remove_pair)
-        form.addRow(self.pair_list)
-        self.slice_axis = QSpinBox(minimum=0, maximum=8)
-        self.slice_axis.setToolTip('Volumes: the axis whose slices are labelled')
-        form.addRow('Slice axis', self.slice_axis)
-        self.image_layer.currentIndexChanged.connect(self._image_changed)
-        self._image_changed()
-        self.labels_layer.currentIndexChanged.connect(self._labels_changed)
-        self.annotation.currentIndexChanged.connect(self._annotation_changed)
-        layout.addWidget(box)
-
-        # --- model -----------------------------------------------------------
-        box = QGroupBox('Model')
-        form = QFormLayout(box)
-        row = QHBoxLayout()
-        self.start_from = QComboBox()
-        self.start_from.setToolTip('The model training starts from')
-        compact(self.start_from)
-        self.browse_init = QPushButton('Browse…')
-        self.browse_init.clicked.connect(self._browse_init)
-        row.addWidget(self.start_from, 1)
-        row.addWidget(self.browse_init)
-        form.addRow('Start from', row)
-        self.num_classes = QSpinBox(minimum=0, maximum=255)
-        self.num_classes.setSpecialValueText('from model / labels')
-        self.num_classes.setToolTip(
-            '1 = objects vs background (instance labels work as they are); '
-            'K >= 2 = label values 0..K-1 are classes'
-        )
-        form.addRow('Classes', self.num_classes)
-        self.class_names = QLineEdit()
-        self.class_names.setPlaceholderText(
-            'e.g. background, grey matter, white matter'
-        )
-        form.addRow('Class names', self.class_names)
-        layout.addWidget(box)
-
-        # --- recipe ----------------------------------------------------------
-        recipe = QCollapsible('Recipe')
-        inner = QWidget()
-        form = QFormLayout(inner)
-        self.preset = compact(QComboBox())
-        self.preset.addItem('scratch (a new model, a few slices)', 'scratch')
-        self.preset.addItem('fine-tune (a few corrected slices)', 'finetune')
-        self.preset.addItem('full (the original VM-UNet recipe)', 'full')
-        self.preset.setToolTip(
-            'Follows "Start from": scratch (lr 1e-3) for a new model, fine-tune '
-            '(lr 1e-4) for a trained one'
-        )
-        self.preset.currentIndexChanged.connect(self._preset_changed)
-        form.addRow('Preset', self.preset)
-        self.epochs = QSpinBox(minimum=1, maximum=10000)
-        self.epochs.valueChanged.connect(self._epochs_changed)
-        form.addRow('Epochs', self.epochs)
-        self.lr = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
-        form.addRow('Learning rate', self.lr)
-        self.batch_size = QSpinBox(minimum=1, maximum=256)
-        form.addRow('Batch size', self.batch_size)
-        self.tile_size = QSpinBox(minimum=0, maximum=1024, singleStep=32)
-        self.tile_size.setSpecialValueText('from model')
-        form.addRow('Tile size', self.tile_size)
-        self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05)
-        self.val_fraction.setValue(0.2)
-        self.val_fraction.setToolTip(
-            'Share of annotated slices held out for '
-            'validation (at least one when there are two)'
-        )
-        form.addRow('Validation', self.val_fraction)
-        self.freeze_encoder = QCheckBox('decoder only (faster steps)')
-        self.freeze_encoder.setToolTip(
-            'Keep the encoder of the starting model and train the decoder and '
-            'head: for fine-tuning a trained model on a few corrections'
-        )
-        form.addRow('Fine-tune', self.freeze_encoder)
-        self.device = device_picker()
-        form.addRow('Device', self.device)
-        recipe.addWidget(inner)
-        layout.addWidget(recipe)
-
-        # --- output & control ------------------------------------------------
-        row = QHBoxLayout()
+        self.recipe = RecipeSection()
         self.output = PathEdit()
         self.output.setPlaceholderText('where the trained model is saved')
-        browse = QPushButton('…')
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_output)
-        row.addWidget(QLabel('Save to'))
-        row.addWidget(self.output, 1)
-        row.addWidget(browse)
-        layout.addLayout(row)
-        row = QHBoxLayout()
-        self.start_button = QPushButton('Start')
-        self.start_button.clicked.connect(self.start)
-        self.stop_button = QPushButton('Stop')
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
-        self.resume_button = QPushButton('Resume')
-        self.resume_button.setEnabled(False)
-        self.resume_button.clicked.connect(self.resume)
-        self.use_button = QPushButton('Use in inference')
-        self.use_button.setEnabled(False)
-        self.use_button.setToolTip('Select the best model in the inference dock')
-        self.use_button.clicked.connect(self.publish_best)
-        self.export_button = QPushButton('Export for bioimage.io…')
-        self.export_button.setEnabled(False)
-        self.export_button.setToolTip(
-            'Write the best model as a bioimage.io package (.zip)'
+        save_row, _ = browse_row(self.output, self._browse_output, text='…')
+        save_row.insertWidget(0, QLabel('Save to'))
+        self.controls = RunControls(
+            button('Start', self.start),
+            [button('Stop', self.stop), button('Resume', self.resume)],
+            progress=False,
         )
-        self.export_button.clicked.connect(self.export_for_bioimageio)
-        self._export_dialog = None
-        # run control on one row, what to do with the result on the next:
-        # five buttons in one row made the dock too wide for the image view
-        for b in (self.start_button, self.stop_button, self.resume_button):
-            row.addWidget(b)
-        layout.addLayout(row)
-        row = QHBoxLayout()
-        for b in (self.use_button, self.export_button):
-            row.addWidget(b)
-        layout.addLayout(row)
+        self.use_button = button(
+            'Use in inference',
+            self.publish_best,
+            tooltip='Select the best model in the inference dock',
+            enabled=False,
+        )
+        self.export_button = button(
+            'Export for bioimage.io…',
+            self.export_for_bioimageio,
+            tooltip='Write the best model as a bioimage.io package (.zip)',
+            enabled=False,
+        )
         self.plot = TrainingPlot(total_epochs=self.epochs.value())
-        layout.addWidget(self.plot, 1)
-        self.status = QLabel('Correct a prediction (or paint labels), then Start.')
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(
-            Qt.TextInteractionFlag.TextSelectableByMouse
+        self.status = status_label(
+            'Correct a prediction (or paint labels), then Start.'
         )
-        layout.addWidget(self.status)
-        from ._nextslice import NextSlicePanel
-
         # after each training: where the new model is least sure
         self.next_slices = NextSlicePanel(self.viewer, choose_annotations=False)
+        for part in (self.data, self.model, self.recipe):
+            layout.addWidget(part)
+        layout.addLayout(save_row)
+        # run control on one row, what to do with the result on the next:
+        # five buttons in one row made the dock too wide for the image view
+        layout.addLayout(self.controls.row)
+        layout.addLayout(button_row(self.use_button, self.export_button))
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.status)
         layout.addWidget(self.next_slices)
-        self._rank_worker = None
 
-        self.num_classes.valueChanged.connect(self._annotation_changed)
-        self.class_names.editingFinished.connect(self._annotation_changed)
-        self._labels_changed()
-        self._fill_start_from()
+        self.recipe.epochs.valueChanged.connect(self._epochs_changed)
+        self.model.num_classes.valueChanged.connect(self.data.annotation_changed)
+        self.model.class_names.editingFinished.connect(self.data.annotation_changed)
+        self.data.labels_changed()
         self.start_from.currentIndexChanged.connect(self._follow_start_from)
-        self.start_from.currentIndexChanged.connect(self._annotation_changed)
+        self.start_from.currentIndexChanged.connect(self.data.annotation_changed)
         self._follow_start_from()
-        self._preset_changed()
+        self.recipe.preset_changed()
         self.image_layer.currentIndexChanged.connect(self._suggest_output)
         listen(self, self._on_published)
         self._suggest_output()
 
+    # the sections' controls, under the names tests and scripts use
+    image_layer = property(lambda self: self.data.image_layer)
+    labels_layer = property(lambda self: self.data.labels_layer)
+    annotation = property(lambda self: self.data.annotation)
+    new_scribbles_button = property(lambda self: self.data.new_scribbles_button)
+    legend = property(lambda self: self.data.legend)
+    scribble_warning = property(lambda self: self.data.scribble_warning)
+    add_pair_button = property(lambda self: self.data.add_pair_button)
+    background_button = property(lambda self: self.data.background_button)
+    pair_list = property(lambda self: self.data.pair_list)
+    slice_axis = property(lambda self: self.data.slice_axis)
+    start_from = property(lambda self: self.model.start_from)
+    browse_init = property(lambda self: self.model.browse_init)
+    num_classes = property(lambda self: self.model.num_classes)
+    class_names = property(lambda self: self.model.class_names)
+    preset = property(lambda self: self.recipe.preset)
+    epochs = property(lambda self: self.recipe.epochs)
+    lr = property(lambda self: self.recipe.lr)
+    batch_size = property(lambda self: self.recipe.batch_size)
+    tile_size = property(lambda self: self.recipe.tile_size)
+    val_fraction = property(lambda self: self.recipe.val_fraction)
+    freeze_encoder = property(lambda self: self.recipe.freeze_encoder)
+    device = property(lambda self: self.recipe.device)
+    start_button = property(lambda self: self.controls.start)
+    stop_button = property(lambda self: self.controls.stops[0])
+    resume_button = property(lambda self: self.controls.stops[1])
+    sparse = property(lambda self: self.data.sparse)
+
+    # -------------------------------------------------- the sections' API
+    def set_start_checkpoint(self, path: str | Path, label: str | None = None) -> None:
+        """Start training from ``path`` (added to the list if needed)."""
+        self.model.set_start_checkpoint(path, label)
+
+    def mark_background_slice(self) -> None:
+        """Declare the slice on screen (of the selected pair) background-only."""
+        self.data.mark_background_slice()
+
+    def new_scribble_layer(self):
+        """A Labels layer for sparse strokes over the chosen image (see
+        :meth:`DataSection.new_scribble_layer`)."""
+        return self.data.new_scribble_layer()
+
+    def check_scribbles(self) -> str:
+        return self.data.check_scribbles()
+
+    def training_pairs(self) -> list:
+        """The ``TrainingPair`` list for the current choices (not copied yet)."""
+        return self.data.training_pairs()
+
     # ------------------------------------------------------------- choices
-    def _fill_start_from(self) -> None:
-        from ..zoo import builtin_checkpoints
-
-        self.start_from.clear()
-        self.start_from.addItem("the inference dock's model", 'inference')
-        for name, path in builtin_checkpoints().items():
-            self.start_from.addItem(f'built-in: {name}', str(path))
-        self.start_from.addItem(
-            'scratch: small VM-UNet (2 M parameters)', 'scratch-small'
-        )
-        self.start_from.addItem('scratch: VM-UNet (27 M parameters)', 'scratch')
-        self.start_from.addItem('ImageNet VMamba-S weights (choose file)…', 'vmamba?')
-        self.start_from.activated.connect(self._maybe_browse_vmamba)
-
-    def _maybe_browse_vmamba(self, index: int) -> None:
-        """The original's initialisation: VMamba-S v0 ImageNet weights
-        (``vmamba_small_e238_ema.pth``) into encoder and decoder."""
-        if self.start_from.itemData(index) != 'vmamba?':
-            return
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            'VMamba-S ImageNet weights (e.g. vmamba_small_e238_ema.pth)',
-            '',
-            'PyTorch files (*.pth *.pt);;All files (*)',
-        )
-        if path:
-            self.set_start_checkpoint(f'vmamba:{path}', f'VMamba-S: {Path(path).name}')
-        else:
-            self.start_from.setCurrentIndex(0)
-
     def _epochs_changed(self, value: int) -> None:
         """Before (or between) runs the plot's axis spans the epochs set."""
         if not self.running and hasattr(self, 'plot'):
             self.plot.set_total_epochs(value)
 
     def _follow_start_from(self, *_args) -> None:
-        """The preset a run from the chosen starting point needs: a new
-        model learns at the scratch preset's rate, a trained one is
-        fine-tuned (``training.default_preset``)."""
-        from ..training import default_preset
-
-        choice = self.start_from.currentData()
-        if choice in ('scratch', 'scratch-small'):
-            init = None
-        elif choice == 'vmamba?' or str(choice).startswith('vmamba:'):
-            init = 'vmamba:'
-        else:
-            init = 'checkpoint'
-        # a changed preset refills epochs, lr and batch; the same one keeps
-        # what the user typed
-        self.preset.setCurrentIndex(self.preset.findData(default_preset(init)))
-
-    def _preset_changed(self, *_args) -> None:
-        from ..training import PRESETS
-
-        preset = PRESETS[self.preset.currentData()]
-        self.epochs.setValue(preset['epochs'])
-        self.lr.setValue(preset['lr'])
-        self.batch_size.setValue(preset['batch_size'])
-
-    def set_start_checkpoint(self, path: str | Path, label: str | None = None) -> None:
-        """Start training from ``path`` (added to the list if needed)."""
-        path = str(path)
-        index = self.start_from.findData(path)
-        if index < 0:
-            self.start_from.insertItem(0, label or Path(path).name, path)
-            index = 0
-        self.start_from.setCurrentIndex(index)
-
-    def _browse_init(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            'Start from a checkpoint (or VMamba-S ImageNet weights)',
-            '',
-            'Checkpoints (*.safetensors *.pth *.pt);;All files (*)',
-        )
-        if path:
-            self.set_start_checkpoint(path)
+        """The preset a run from the chosen starting point needs."""
+        self.recipe.follow_start(self.model.start())
 
     def _browse_output(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -402,312 +195,34 @@ class TrainingWidget(QWidget):
             layer = self.image_layer.value()
             self.output.setText(str(default_output(layer.name if layer else 'model')))
 
-    # ---------------------------------------------------------------- data
-    def add_pair(self) -> None:
-        image, labels = self.image_layer.value(), self.labels_layer.value()
-        if image is None or labels is None:
-            self._say('Choose an image layer and a labels layer first.')
-            return
-        if any(p.image is image and p.labels is labels for p in self._pairs):
-            return
-        self._pairs.append(_Pair(image, labels))
-        self._refresh_pairs()
-
-    def _remove_pair(self, item: QListWidgetItem) -> None:
-        del self._pairs[self.pair_list.row(item)]
-        self._refresh_pairs()
-
-    def _refresh_pairs(self) -> None:
-        self.pair_list.clear()
-        for pair in self._pairs:
-            self.pair_list.addItem(pair.text())
-
-    def _current_pair(self) -> _Pair | None:
-        image, labels = self.image_layer.value(), self.labels_layer.value()
-        for pair in self._pairs:
-            if pair.image is image and pair.labels is labels:
-                return pair
-        if image is None or labels is None:
-            return None
-        pair = _Pair(image, labels)
-        self._pairs.append(pair)
-        return pair
-
-    def mark_background_slice(self) -> None:
-        """Declare the slice on screen (of the selected pair) background-only."""
-        pair = self._current_pair()
-        if pair is None or pair.labels.ndim < 3:
-            self._say(
-                'Background-only slices apply to volumes: choose a 3D '
-                'image and its labels.'
-            )
-            return
-        axis = self.slice_axis.value()
-        point = pair.labels.world_to_data(self.viewer.dims.point[-pair.labels.ndim :])
-        index = min(max(int(round(point[axis])), 0), pair.labels.data.shape[axis] - 1)
-        pair.background.add(index)
-        self._refresh_pairs()
-        self._say(
-            f'Slice {index} of {pair.labels.name} will be learnt as background only.'
-        )
-
-    def _image_changed(self, *_args) -> None:
-        """Only volumes have a slice axis: offer it for them alone."""
-        image = self.image_layer.value()
-        spatial = 0
-        if image is not None:
-            spatial = image.data.ndim - (1 if getattr(image, 'rgb', False) else 0)
-        self.slice_axis.setEnabled(spatial == 3)
-        # background-only slices are a thing of volumes
-        self.background_button.setEnabled(spatial == 3)
-        if spatial == 3:
-            self.slice_axis.setMaximum(2)
-
-    # ----------------------------------------------------------- scribbles
-    @property
-    def sparse(self) -> bool:
-        return self.annotation.currentData() == 'sparse'
-
-    def paint_values(self) -> tuple[list[tuple[int, str]], list | None]:
-        """``[(value, class name)]`` of sparse painting, and class colours:
-        from the dock's classes and names, else the starting model's."""
-        from ..rules.annotation import paint_values
-
-        names = [n.strip() for n in self.class_names.text().split(',') if n.strip()]
-        k = self.num_classes.value()
-        colors = None
-        if not k and not names:
-            names, colors = self._model_classes()
-        if not k:
-            k = len(names) if len(names) > 2 else 1
-        return paint_values(k, names), colors
-
-    def _model_classes(self) -> tuple[list[str], list | None]:
-        """Class names and colours of the starting checkpoint, if any."""
-        try:
-            path, _ = self._init_choice()
-        except ValueError:
-            return [], None
-        if not path or str(path).startswith('vmamba:'):
-            return [], None
-        path = str(path)
-        if path not in self._model_class_cache:
-            from ..checkpoint import CheckpointError, load_checkpoint
-
-            try:
-                classes = load_checkpoint(path).metadata['classes']
-                found = list(classes['names']), classes.get('colors')
-            except (CheckpointError, OSError, KeyError):
-                found = [], None
-            self._model_class_cache[path] = found
-        return self._model_class_cache[path]
-
-    def new_scribble_layer(self):
-        """A Labels layer for sparse strokes over the chosen image: its
-        spatial shape and scale, a colour and a name per paint value, the
-        paint brush selected on the first class; the dock switches to
-        sparse annotation on it."""
-        import numpy as np
-
-        from ._labels import class_features, scribble_colormap
-
-        image = self.image_layer.value()
-        if image is None:
-            self._say('Choose the image to scribble on first.')
-            return None
-        rgb = bool(getattr(image, 'rgb', False))
-        shape = image.data.shape[:-1] if rgb else image.data.shape
-        values, colors = self.paint_values()
-        layer = self.viewer.add_labels(
-            np.zeros(shape, np.uint8 if len(values) < 255 else np.uint16),
-            name=f'{image.name} scribbles',
-            scale=image.scale,
-            translate=image.translate,
-            colormap=scribble_colormap(values, colors),
-            features=class_features(['not annotated', *(n for _, n in values)]),
-            metadata={
-                'napari_vmunet': {
-                    'annotation': 'sparse',
-                    'paint_values': {str(v): n for v, n in values},
-                }
-            },
-            opacity=0.8,
-        )
-        self.labels_layer.set_value(layer)
-        self.annotation.setCurrentIndex(self.annotation.findData('sparse'))
-        self.viewer.layers.selection.active = layer
-        layer.selected_label = 2
-        layer.mode = 'paint'
-        self._say(
-            f'Paint on "{layer.name}": {self._legend_text(values, colors, False)}.'
-        )
-        return layer
-
-    def _legend_text(self, values, colors, html: bool = True) -> str:
-        from ._labels import scribble_colors
-
-        swatch = scribble_colors(values, colors)
-        items = [
-            (f'<span style="color:{swatch[v]}">&#9632;</span> ' if html else '')
-            + f'{v} = {name}'
-            for v, name in values
-        ]
-        return ', '.join(items) + ' (erasing, 0 = not annotated)'
-
-    def _labels_changed(self, *_args) -> None:
-        """Follow the chosen labels layer: a scribble layer made here means
-        sparse annotation; its painting re-checks the warning."""
-        layer = self.labels_layer.value()
-        old = self._watched_labels
-        if old is not None and old() is not None and old() is not layer:
-            old().events.paint.disconnect(self._schedule_scribble_check)
-            old().events.data.disconnect(self._schedule_scribble_check)
-        if layer is not None and (old is None or old() is not layer):
-            layer.events.paint.connect(self._schedule_scribble_check)
-            layer.events.data.connect(self._schedule_scribble_check)
-            self._watched_labels = weakref.ref(layer)
-        meta = getattr(layer, 'metadata', None) or {}
-        if meta.get('napari_vmunet', {}).get('annotation') == 'sparse':
-            self.annotation.setCurrentIndex(self.annotation.findData('sparse'))
-        self._annotation_changed()
-
-    def _schedule_scribble_check(self, *_args) -> None:
-        """After a stroke: re-check the warning soon (once per burst)."""
-        self._scribble_check.start()
-
-    def _annotation_changed(self, *_args) -> None:
-        sparse = self.sparse
-        self.legend.setVisible(sparse)
-        if sparse:
-            values, colors = self.paint_values()
-            self.legend.setText('Paint ' + self._legend_text(values, colors))
-        self.check_scribbles()
-
-    def check_scribbles(self) -> str:
-        """The warning for sparse scribbles without a background stroke
-        (value 1): the model would never see what is not an object."""
-        import numpy as np
-
-        layer = self.labels_layer.value()
-        text = ''
-        if self.sparse and layer is not None:
-            data = np.asarray(layer.data)
-            if not data.any():
-                text = f'"{layer.name}" has no strokes yet.'
-            elif not (data == 1).any() and not any(p.background for p in self._pairs):
-                text = (
-                    f'"{layer.name}" has no background strokes (1): the model '
-                    'is never shown what is not an object and may take '
-                    'everything for one. Paint some background.'
-                )
-        self.scribble_warning.setText(text)
-        self.scribble_warning.setVisible(bool(text))
-        return text
-
-    def training_pairs(self) -> list:
-        """The ``TrainingPair`` list for the current choices (not copied yet)."""
-        from ..training import TrainingPair
-
-        pairs = self._pairs or [p for p in [self._current_pair()] if p is not None]
-        if not pairs:
-            raise ValueError('choose an image layer and its labels layer')
-        out = []
-        for pair in pairs:
-            image, labels = pair.image, pair.labels
-            rgb = bool(getattr(image, 'rgb', False))
-            spatial = image.data.ndim - (1 if rgb else 0)
-            if spatial != labels.data.ndim:
-                raise ValueError(
-                    f'"{labels.name}" has {labels.data.ndim} dimensions but '
-                    f'"{image.name}" has {spatial} spatial ones; pick matching layers'
-                )
-            axis = self.slice_axis.value() if spatial == 3 else None
-            if axis is not None and axis >= spatial:
-                raise ValueError(f'slice axis {axis} does not exist in {image.name}')
-            out.append(
-                TrainingPair(
-                    image.data,
-                    labels.data,
-                    rgb=rgb,
-                    slice_axis=axis,
-                    background_slices=sorted(pair.background),
-                    name=image.name,
-                )
-            )
-        return out
-
-    # ------------------------------------------------------------ config
-    def _init_choice(self) -> tuple[str | None, dict]:
-        """``(init, extra config)`` for the selected starting model."""
-        choice = self.start_from.currentData()
-        if choice == 'scratch-small':
-            return None, {'dims': list(SCRATCH_SMALL)}
-        if choice == 'scratch':
-            return None, {}
-        if choice == 'vmamba?':
-            raise ValueError('choose the VMamba-S weights file first')
-        if choice == 'inference':
-            path = self._inference_checkpoint()
-            if path is None:
-                raise ValueError(
-                    'the inference dock has no model selected: choose one there, '
-                    'or pick another starting point'
-                )
-            return path, {}
-        return choice, {}
-
-    def _inference_checkpoint(self) -> str | None:
-        from .inference import InferenceWidget
-
-        for widget in self.viewer.window.dock_widgets.values():
-            if isinstance(widget, InferenceWidget):
-                return widget.checkpoint_path()
-        return None
-
-    def config(self, resume: bool = False):
-        """The ``TrainConfig`` for the dock's current settings."""
-        from ..training import TrainConfig
-
-        init, extra = self._init_choice()
-        output = self.output.text().strip()
-        if not output:
-            raise ValueError('choose where to save the model ("Save to")')
-        if not output.endswith('.safetensors'):
-            output += '.safetensors'
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        names = [n.strip() for n in self.class_names.text().split(',') if n.strip()]
-        # every setting shown in the dock is the user's choice: a resume
-        # with other values is refused instead of silently replaced
-        given = {'preset', 'init', 'epochs', 'lr', 'batch_size', 'val_fraction'}
-        given |= {'annotation'}
-        given |= {'freeze_encoder', *extra}
-        given |= {'tile_size'} if self.tile_size.value() else set()
-        given |= {'num_classes'} if self.num_classes.value() else set()
-        given |= {'class_names'} if names else set()
-        return TrainConfig(
-            output=output,
+    def choices(self) -> FineTuneChoices:
+        """What the widgets say, as plain values."""
+        start = self.model.start()
+        inference = self.model.inference_checkpoint() if start == 'inference' else None
+        return FineTuneChoices(
+            output=self.output.text(),
             preset=self.preset.currentData(),
-            init=init,
-            resume=resume,
-            num_classes=self.num_classes.value() or None,
-            class_names=names or None,
+            start=start,
+            inference_checkpoint=inference,
+            num_classes=self.num_classes.value(),
+            class_names=self.class_names.text(),
             epochs=self.epochs.value(),
             lr=self.lr.value(),
             batch_size=self.batch_size.value(),
-            tile_size=self.tile_size.value() or None,
+            tile_size=self.tile_size.value(),
             val_fraction=self.val_fraction.value(),
             freeze_encoder=self.freeze_encoder.isChecked(),
             annotation=self.annotation.currentData(),
             device=self.device.currentData() or 'auto',
-            training_data=', '.join(
-                f'{p.image.name} + {p.labels.name}'
-                for p in (self._pairs or [self._current_pair()])
-                if p is not None
-            ),
-            command='napari dock',
-            explicit=frozenset(given),
-            **extra,
+            training_data=self.data.pairs_text(),
         )
+
+    def config(self, resume: bool = False):
+        """The ``TrainConfig`` for the dock's current settings (its folder
+        is made, so that the run can write there)."""
+        config = train_config(self.choices(), resume=resume)
+        config.output.parent.mkdir(parents=True, exist_ok=True)
+        return config
 
     # ------------------------------------------------------------- control
     def start(self, resume: bool = False) -> None:
@@ -739,7 +254,7 @@ class TrainingWidget(QWidget):
             self.history = []
         self.plot.set_total_epochs(config.epochs)
         self._set_running(True)
-        self._guard_window_close(config)
+        self._close_guard.watch(main_window(self))
         self._say('Copying the annotated slices and starting the training process…')
         from napari.qt.threading import create_worker
 
@@ -777,52 +292,6 @@ class TrainingWidget(QWidget):
             and proc.finished is None
             and (proc.is_alive() or self._start_worker is not None)
         )
-
-    def _guard_window_close(self, config) -> None:
-        """Closing napari's window during the run stops the run.
-
-        Watches the main window: when a close goes through (it is hidden
-        after its close event, so a close the user cancelled in napari's
-        confirmation does not count), the training is asked to stop after
-        its current step -- it saves the resumable checkpoint and exits, also
-        when the script or session that opened napari goes on.
-        """
-        main = self._main_window()
-        if main is not None and main is not self._watched():
-            main.installEventFilter(self)
-            # weakly: a dock must not keep napari's window alive
-            self._watched_window = weakref.ref(main)
-
-    def _watched(self):
-        return None if self._watched_window is None else self._watched_window()
-
-    def _main_window(self):
-        from qtpy.QtWidgets import QMainWindow
-
-        widget = self.parentWidget()
-        while widget is not None and not isinstance(widget, QMainWindow):
-            widget = widget.parentWidget()
-        return widget
-
-    def eventFilter(self, obj, event) -> bool:
-        """The main window's Close, then its Hide: napari is closing."""
-        from qtpy.QtCore import QEvent
-
-        kind = event.type()
-        if obj is self._watched():
-            if kind == QEvent.Type.Close:
-                self._window_closing = True
-                # a cancelled close leaves the window shown: forget it then
-                QTimer.singleShot(0, self._close_cancelled)
-            elif kind == QEvent.Type.Hide and self._window_closing:
-                self._window_closing = False
-                self.stop_for_close()
-        return False
-
-    def _close_cancelled(self) -> None:
-        window = self._watched()
-        if window is not None and window.isVisible():
-            self._window_closing = False
 
     def stop_for_close(self) -> bool:
         """napari is closing: ask the run to stop after its current step.
@@ -877,10 +346,8 @@ class TrainingWidget(QWidget):
             self.set_start_checkpoint(path)
 
     def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+        self.controls.set_running(running)
         self.stop_button.setText('Stop')
-        self.resume_button.setEnabled(False)
         for w in (
             self.add_pair_button,
             self.preset,
@@ -956,7 +423,7 @@ class TrainingWidget(QWidget):
         """Predict the (first) training volume with ``checkpoint`` in a
         worker thread and show its most uncertain slices, annotated and
         background-only ones left out (``inference.uncertainty``)."""
-        pairs = self._pairs or [p for p in [self._current_pair()] if p is not None]
+        pairs = self.data.used_pairs()
         if not pairs or pairs[0].labels.ndim != 3 or self._rank_worker is not None:
             return
         pair = pairs[0]
@@ -992,7 +459,7 @@ class TrainingWidget(QWidget):
         self.next_slices.say("Ranking the slices by the new model's uncertainty…")
         worker.start()
 
-    def _show_next_slices(self, pair: _Pair, result) -> None:
+    def _show_next_slices(self, pair: Pair, result) -> None:
         self.next_slices.show_scores(
             result.slice_uncertainty,
             pair.image,
