@@ -14,6 +14,7 @@ import torch
 from napari_vmunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from napari_vmunet.cli import build_parser, main
 from napari_vmunet.model import VMUNet
+from napari_vmunet.zoo import builtin_checkpoint
 from tiny_models import TINY, tiny_model
 
 
@@ -149,6 +150,25 @@ def test_convert_ours_to_original(capsys, model, tmp_path):
     fresh = VMUNet(**TINY)
     fresh.load_state_dict(sd)  # the original's strict load
     assert outputs(model, dst)
+
+
+def test_every_model_command_takes_a_built_in_models_name(capsys, tmp_path):
+    """convert, info and export resolve names with zoo.resolve_model, as
+    predict and train --init do; an unknown name lists the built-in ones."""
+    demo = builtin_checkpoint('demo-nuclei')
+    dst = tmp_path / 'demo.pth'
+    code, _, err = run(capsys, 'convert', 'demo-nuclei', dst)
+    assert code == 0, err
+    original = load_checkpoint(dst)
+    assert original.source_format == 'original-best'
+    theirs, ours = original.model.state_dict(), load_checkpoint(demo).model.state_dict()
+    assert list(theirs) == list(ours)
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+    code, out, err = run(capsys, 'info', 'demo-nuclei')
+    assert code == 0 and str(demo) in out, err
+    code, _, err = run(capsys, 'convert', 'demo-nope', tmp_path / 'x.pth')
+    assert code == 1 and 'built-in models: demo-brain, demo-nuclei' in err, err
+    assert not (tmp_path / 'x.pth').exists()
 
 
 def test_convert_refuses_to_overwrite_without_force(capsys, model, best, tmp_path):

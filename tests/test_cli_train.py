@@ -14,6 +14,7 @@ from napari_vmunet.checkpoint import load_checkpoint
 from napari_vmunet.cli import main
 from napari_vmunet.io import write_image, write_labels
 from napari_vmunet.training import last_path
+from napari_vmunet.zoo import builtin_checkpoint
 
 FAST = [
     '--dims', '8,16,32,64',
@@ -103,6 +104,30 @@ def test_train_writes_a_checkpoint_and_prints_the_dice(tmp_path, files, capsys):
     for key in before:
         if key.startswith(('vmunet.patch_embed.', 'vmunet.layers.')):
             assert (before[key] == after[key]).all(), key
+
+
+def test_train_init_takes_a_built_in_models_name(tmp_path, files, capsys):
+    out = tmp_path / 'tuned.safetensors'
+    images, labels = zip(*files, strict=True)
+    code, _, stderr = train(
+        ['--images', *images, '--labels', *labels, '--output', str(out),
+         '--init', 'demo-nuclei', '--epochs', '1', '--size', '32',
+         '--batch-size', '2', '--steps-per-epoch', '1', '--device', 'cpu',
+         '--quiet'],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, stderr
+    demo = builtin_checkpoint('demo-nuclei')
+    tuned = load_checkpoint(out)
+    assert tuned.meta.provenance.initialized_from == f'checkpoint:{demo}'
+    assert tuned.config == load_checkpoint(demo).config
+    assert tuned.class_names == load_checkpoint(demo).class_names
+    code, _, stderr = train(
+        ['--images', *images, '--labels', *labels, '--output',
+         str(tmp_path / 'x.safetensors'), '--init', 'demo-nope', '--quiet'],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and 'built-in models: demo-brain, demo-nuclei' in stderr
 
 
 def test_train_on_a_nifti_volume_uses_the_annotated_slices(tmp_path, capsys):
