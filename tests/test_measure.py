@@ -3,6 +3,7 @@ objects, the split of touching objects, the table and its CSV."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
 
 import numpy as np
@@ -13,6 +14,7 @@ from napari_vmunet.measure import (
     Cancelled,
     Geometry,
     Table,
+    drive,
     find_objects,
     iter_objects,
     match_objects,
@@ -414,3 +416,57 @@ def test_measurements_per_box_equal_regionprops_on_the_whole_map():
         table['intensity_mean'], want['intensity_mean'], rtol=1e-6
     )
     np.testing.assert_allclose(table['intensity_max'], want['intensity_max'])
+
+
+def touching_balls():
+    """Two pairs of touching balls and a lone one, at 2x1x1 µm voxels."""
+    shape = (24, 48, 48)
+    spacing = (2.0, 1.0, 1.0)
+    labels = np.zeros(shape, np.uint8)
+    for centre in [(12, 12, 12), (12, 12, 21), (12, 34, 30), (12, 34, 39), (6, 36, 8)]:
+        labels |= ball(shape, centre, 5.0, spacing).astype(np.uint8)
+    image = np.random.default_rng(2).random(shape).astype(np.float32)
+    return labels, image, Geometry(np.diag([*spacing, 1.0]), 'µm')
+
+
+def test_a_measuring_child_process_gives_what_this_process_gives():
+    """Large maps are measured in a child (its own GIL): objects, their
+    split, the table and the intensities are those of the in-process job."""
+    from napari_vmunet.measure.job import iter_in_child, iter_objects_and_table
+
+    labels, image, geometry = touching_balls()
+    settings = dict(split_touching=True, fill_holes=False, min_size=(10, 'um3'))
+    here = drive(iter_objects_and_table(labels, settings, geometry, image=image))
+    steps = []
+    child = drive(
+        iter_in_child(labels, settings, geometry, image=image), progress=steps.append
+    )
+    assert here[0].labels.max() == 5
+    np.testing.assert_array_equal(child[0].labels, here[0].labels)
+    np.testing.assert_array_equal(child[0].classes, here[0].classes)
+    assert child[1].keys() == here[1].keys()
+    for name in here[1]:
+        np.testing.assert_array_equal(child[1][name], here[1][name])
+    assert child[1].notes == here[1].notes
+    assert {s.stage for s in steps} == {'objects', 'measure'}
+
+
+def test_a_measuring_child_reports_its_error_and_cancel_ends_it():
+    from napari_vmunet.measure.job import MeasureProcessError, iter_in_child
+
+    labels, _, geometry = touching_balls()
+    wrong = Geometry(np.eye(3), 'µm')  # 2D geometry for a 3D map
+    with pytest.raises(MeasureProcessError, match='geometry is 2D'):
+        drive(iter_in_child(labels, None, geometry=wrong))
+    big = np.tile(labels, (4, 4, 4))  # seconds of work: cancel it early
+    gen = iter_in_child(
+        big, dict(split_touching=True, fill_holes=True, min_size=None), geometry
+    )
+    next(gen)
+
+    def measuring():
+        return [p for p in mp.active_children() if p.name == 'napari-vmunet measure']
+
+    assert len(measuring()) == 1
+    gen.close()  # what a cancelled GUI worker does
+    assert measuring() == []

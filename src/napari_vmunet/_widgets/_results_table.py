@@ -34,7 +34,7 @@ from ._layers import LayerComboBox
 if TYPE_CHECKING:
     import napari
 
-    from ..measure import Geometry, Table
+    from ..measure import Table
 
 #: the key of our metadata on a layer
 KEY = 'napari_vmunet'
@@ -236,51 +236,16 @@ class ObjectsPanel(QGroupBox):
 
     # ------------------------------------------------------------- the work
     @staticmethod
-    def iter_objects_and_table(
-        labels: np.ndarray,
-        settings: dict | None,
-        geometry: Geometry,
-        *,
-        image: Any = None,
-        channel_axis: int | None = None,
-        class_names: list[str] | None = None,
-        instances: bool = False,
-        classes: Any = None,
-    ):
+    def iter_objects_and_table(labels, settings, geometry, **kwargs):
         """Generator (runs in a worker): objects when ``settings`` ask for
-        them, then the table; returns ``(objects or None, table)``."""
-        from ..measure import iter_measure, iter_objects, size_in_pixels
+        them, then the table; returns ``(objects or None, table)``.  Large
+        label maps are measured in a child process
+        (:func:`napari_vmunet.measure.job.iter_measure_job`): SciPy and
+        scikit-image keep the GIL for whole calls, which a GUI thread
+        would wait for."""
+        from ..measure.job import iter_measure_job
 
-        labels = np.array(labels)  # a snapshot: the user may paint meanwhile
-        objects = None
-        source: Any = labels
-        if settings is not None:
-            min_size = settings.get('min_size')
-            pixels = size_in_pixels(*min_size, geometry) if min_size else 0.0
-            objects = yield from iter_objects(
-                labels,
-                instances=instances,
-                classes=classes,
-                class_names=class_names,
-                geometry=geometry,
-                split_touching=settings['split_touching'],
-                min_size=pixels,
-                fill_holes=settings['fill_holes'],
-            )
-            source = objects
-        elif instances:
-            source = labels
-        if image is not None:
-            image = np.asarray(image)
-        table = yield from iter_measure(
-            source,
-            image,
-            geometry=geometry,
-            classes=classes if objects is None and instances else None,
-            class_names=class_names,
-            channel_axis=channel_axis,
-        )
-        return objects, table
+        return (yield from iter_measure_job(labels, settings, geometry, **kwargs))
 
     def measure(self) -> None:
         """Measure the chosen labels layer as it is now (non-blocking)."""
