@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -306,3 +307,38 @@ def test_decay_base_is_exp_or_exp2_and_decided_once():
     threads = torch.get_num_threads()
     assert S._decay_base.__wrapped__('cpu') in {(1.0, 'exp_'), (S.LOG2E, 'exp2_')}
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize('enabled', [True, False])
+def test_collector_is_off_during_the_scan_and_restored_after(monkeypatch, enabled):
+    # the scan's thousands of views would trigger full collections; it pauses
+    # the collector in forward and backward and leaves it as it found it
+    states = []
+    block_states = S._block_states
+
+    def spy(*args):
+        states.append(gc.isenabled())
+        return block_states(*args)
+
+    monkeypatch.setattr(S, '_block_states', spy)
+    inputs = make_inputs(2, 64, 40, seed=3)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        y, fast = grads(
+            lambda **kw: selective_scan(**kw, backend='torch'),
+            inputs,
+            NAMES,
+            torch.float32,
+        )
+        assert gc.isenabled() == enabled
+        # a scan that fails midway restores it too
+        monkeypatch.setattr(S, '_block_states', lambda *a: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            selective_scan(**inputs, backend='torch')
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+    assert states and not any(states)  # forward and backward blocks alike
+    _, ref = grads(loop_reference, inputs, NAMES, torch.float64)
+    for name in NAMES:
+        assert rel_err(fast[name], ref[name]) <= 1e-5, name
