@@ -4,6 +4,8 @@ widgets say (FineTuneChoices) becomes the run's TrainConfig (issue #15)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +92,19 @@ def test_default_output_is_a_new_file_named_after_the_image():
     assert path.suffix == '.safetensors' and path.parent.name == 'models'
     assert path.name.startswith('my_cells_1_2-')
     assert default_output('///').name.startswith('model-')
+
+
+def test_the_translation_needs_no_qt(tmp_path):
+    """The dock's request is built without Qt (a notebook or a test can)."""
+    code = (
+        'import sys\n'
+        'from napari_vmunet._widgets._training_request import '
+        'FineTuneChoices, train_config\n'
+        f'config = train_config(FineTuneChoices(output={str(tmp_path / "m")!r}, '
+        "preset='scratch', start='scratch-small'))\n"
+        'print(config.dims, [m for m in ("qtpy", "napari") if m in sys.modules])\n'
+    )
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split('\n')[0] == f'{list(SCRATCH_SMALL)} []', out.stderr

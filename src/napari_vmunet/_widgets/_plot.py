@@ -10,6 +10,7 @@ plotting library in napari's process, and never blocks the event loop.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
@@ -93,8 +94,7 @@ class TrainingPlot(QWidget):
         font.setPointSizeF(max(7.0, font.pointSizeF() - 1))
         p.setFont(font)
         fm = p.fontMetrics()
-        pal = self.palette()
-        text = pal.windowText().color()
+        text = self.palette().windowText().color()
         left, right = (
             fm.horizontalAdvance('0.000') + 8,
             fm.horizontalAdvance('1.0') + 10,
@@ -109,25 +109,29 @@ class TrainingPlot(QWidget):
             QPen(text.darker(150) if text.lightness() > 128 else text.lighter(250))
         )
         p.drawRect(area)
-
-        xmax = self.last_epoch()
         losses = [y for _, y in self.steps + self.train + self.val_loss]
-        ymax = max(losses, default=1.0) * 1.05 or 1.0
+        frame = _Frame(
+            p, area, text, self.last_epoch(), max(losses, default=1.0) * 1.05 or 1.0
+        )
+        self._draw_axes(frame, left, right)
+        frame.line(self.steps, STEP_COLOR, 1.0)
+        frame.line(self.train, LOSS_COLOR)
+        frame.line(self.val_loss, VAL_LOSS_COLOR, dashed=True)
+        frame.line(self.dice, DICE_COLOR, 2.0, y_top=1.0)
+        self._draw_legend(frame, top)
+        p.end()
 
-        def pt(x: float, y: float, y_top: float) -> QPointF:
-            return QPointF(
-                area.left() + area.width() * x / xmax,
-                area.bottom() - area.height() * min(y, y_top) / y_top,
-            )
-
-        # axes labels
-        p.setPen(text)
+    def _draw_axes(self, frame: _Frame, left: float, right: float) -> None:
+        """Loss on the left, Dice on the right, whole epochs below."""
+        p, area, xmax = frame.painter, frame.area, frame.xmax
+        fm = p.fontMetrics()
+        p.setPen(frame.text)
         for frac in (0.0, 0.5, 1.0):
             y = area.bottom() - area.height() * frac
             p.drawText(
                 QRectF(0, y - fm.height() / 2, left - 4, fm.height()),
                 Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                f'{ymax * frac:.3g}',
+                f'{frame.ymax * frac:.3g}',
             )
             p.drawText(
                 QRectF(area.right() + 4, y - fm.height() / 2, right, fm.height()),
@@ -151,34 +155,52 @@ class TrainingPlot(QWidget):
             self.axis_label(),
         )
 
-        def line(points, color, width=1.6, dashed=False, y_top=ymax):
-            if not points:
-                return
-            pen = QPen(color, width)
-            if dashed:
-                pen.setStyle(Qt.PenStyle.DashLine)
-            p.setPen(pen)
-            path = QPainterPath(pt(*points[0], y_top))
-            for x, y in points[1:]:
-                path.lineTo(pt(x, y, y_top))
-            p.drawPath(path)
-            if len(points) == 1:
-                p.drawEllipse(pt(*points[0], y_top), 2, 2)
-
-        line(self.steps, STEP_COLOR, 1.0)
-        line(self.train, LOSS_COLOR)
-        line(self.val_loss, VAL_LOSS_COLOR, dashed=True)
-        line(self.dice, DICE_COLOR, 2.0, y_top=1.0)
-
-        # legend
-        x = area.left()
+    def _draw_legend(self, frame: _Frame, top: float) -> None:
+        p = frame.painter
+        fm = p.fontMetrics()
+        x = frame.area.left()
         for label, color in self.legend():
             p.setPen(QPen(color, 3))
             p.drawLine(QPointF(x, top / 2), QPointF(x + 12, top / 2))
-            p.setPen(text)
+            p.setPen(frame.text)
             p.drawText(QPointF(x + 15, top / 2 + fm.ascent() / 2 - 1), label)
             x += 22 + fm.horizontalAdvance(label)
-        p.end()
+
+
+@dataclass
+class _Frame:
+    """The plot area of one paint, and how data map into it."""
+
+    painter: QPainter
+    area: QRectF
+    text: QColor  # the palette's text colour
+    xmax: int  # the last epoch shown
+    ymax: float  # the top of the loss axis
+
+    def point(self, x: float, y: float, y_top: float) -> QPointF:
+        area = self.area
+        return QPointF(
+            area.left() + area.width() * x / self.xmax,
+            area.bottom() - area.height() * min(y, y_top) / y_top,
+        )
+
+    def line(self, points, color, width=1.6, dashed=False, y_top=None) -> None:
+        """A curve through ``points`` (a dot for one); ``y_top``: the top
+        of its axis (default: the loss axis)."""
+        if not points:
+            return
+        y_top = self.ymax if y_top is None else y_top
+        pen = QPen(color, width)
+        if dashed:
+            pen.setStyle(Qt.PenStyle.DashLine)
+        p = self.painter
+        p.setPen(pen)
+        path = QPainterPath(self.point(*points[0], y_top))
+        for x, y in points[1:]:
+            path.lineTo(self.point(x, y, y_top))
+        p.drawPath(path)
+        if len(points) == 1:
+            p.drawEllipse(self.point(*points[0], y_top), 2, 2)
 
 
 def epoch_ticks(last: int, room: int) -> list[int]:
