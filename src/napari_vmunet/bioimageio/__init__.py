@@ -16,12 +16,9 @@ deepImageJ, QuPath and the bioimage.io zoo read.
 Nothing here imports Qt; bioimageio.spec is imported only when exporting.
 """
 
-from ._export import (
-    DEFAULT_LICENSE,
-    BioimageioMissingError,
-    export_bioimageio,
-)
+from ._export import BioimageioMissingError, export_bioimageio
 from ._network import VMUNetLogits
+from ._package import DEFAULT_LICENSE
 from ._processing import NotExpressible, preprocessing_for
 
 __all__ = [

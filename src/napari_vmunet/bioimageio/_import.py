@@ -36,7 +36,7 @@ from typing import Any
 from .._memory import check_fits_in_memory, format_bytes
 from ..checkpoint._errors import CheckpointError, CheckpointWarning
 from ..checkpoint._metadata import ARCH_KEYS, default_metadata, validate_metadata
-from ._export import CONFIG_KEY
+from ._package import CONFIG_KEY
 from ._processing import normalization_from
 
 #: description file names, in the order they are looked for
