@@ -116,6 +116,34 @@ def test_imports_point_down_only():
     assert not wrong, '\n'.join(wrong)
 
 
+def test_no_package_reaches_into_another_packages_private_modules():
+    """``from ..checkpoint._state import x`` bypasses a package's API; only
+    the checkpoint loader and its bioimage.io reader (one file format across
+    two packages) share private helpers."""
+    allowed = {('checkpoint', 'bioimageio'), ('bioimageio', 'checkpoint')}
+    wrong = []
+    for path in _sources():
+        rel = path.relative_to(ROOT)
+        own, package = _package(path), list(rel.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = base + (node.module.split('.') if node.module else [])
+            elif node.module and node.module.startswith('napari_vmunet.'):
+                target = node.module.split('.')[1:]
+            else:
+                continue
+            names = [a.name for a in node.names]
+            if not target or target[0] == own or (own, target[0]) in allowed:
+                continue
+            private = [t for t in [*target[1:], *names] if t.startswith('_')]
+            if private and not target[0].startswith('_'):
+                wrong.append(f'{rel}:{node.lineno} imports {".".join(target)} {names}')
+    assert not wrong, '\n'.join(wrong)
+
+
 def test_the_core_knows_nothing_of_qt_or_napari():
     wrong = [
         f'{p.relative_to(ROOT)}:{line} imports {module}'

@@ -43,11 +43,47 @@ def description_node(
     cites: list[tuple[str, str]],
     preprocessing: list[dict],
 ):
+    """The package's ``ModelDescr``; ``ValueError`` with bioimageio.spec's
+    first complaints when it refuses the description."""
     from bioimageio.spec.model import v0_5 as spec
     from pydantic import ValidationError
 
-    from ..checkpoint._metadata import architecture_of
+    k = ckpt.config['num_classes']
+    try:
+        inputs, outputs = _tensors(spec, ckpt, files, preprocessing)
+        return spec.ModelDescr(
+            name=name,
+            description=description,
+            authors=[spec.Author(name=a) for a in authors],
+            cite=[_cite_entry(spec, text, ref) for text, ref in cites],
+            license=spec.LicenseId(license_id),
+            documentation=_file(spec, files['readme']),
+            covers=[_file(spec, files['cover'])],
+            tags=_tags(k),
+            inputs=[inputs],
+            outputs=[outputs],
+            weights=_weights(spec, ckpt.config, files),
+            config={
+                CONFIG_KEY: {
+                    'metadata': ckpt.metadata,
+                    'source_checkpoint': Path(str(ckpt.path)).name,
+                    'exported_with': __version__,
+                }
+            },
+        )
+    except ValidationError as err:
+        problems = '; '.join(
+            f'{".".join(map(str, e["loc"])) or "model"}: {e["msg"]}'
+            for e in err.errors()[:5]
+        )
+        raise ValueError(
+            f'bioimage.io does not accept this description: {problems}'
+        ) from None
 
+
+def _tensors(spec, ckpt, files: dict[str, Path], preprocessing: list[dict]):
+    """The input (raw image, any multiple of 32) and output (probabilities
+    of the input's size) tensor descriptions."""
     cfg = ckpt.config
     k = cfg['num_classes']
     names = ckpt.meta.classes.names
@@ -72,74 +108,53 @@ def description_node(
         if k == 1
         else [{'id': 'softmax', 'kwargs': {'axis': 'channel'}}]
     )
-    try:
-        inputs = spec.InputTensorDescr(
-            id=image_id,
-            description='raw intensities; normalised by the preprocessing',
-            axes=[
-                spec.BatchAxis(),
-                spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in in_names]),
-                space_in('y'),
-                space_in('x'),
-            ],
-            test_tensor=_file(spec, files['input']),
-            data=spec.IntervalOrRatioDataDescr(type='float32'),
-            preprocessing=preprocessing,
+    inputs = spec.InputTensorDescr(
+        id=image_id,
+        description='raw intensities; normalised by the preprocessing',
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in in_names]),
+            space_in('y'),
+            space_in('x'),
+        ],
+        test_tensor=_file(spec, files['input']),
+        data=spec.IntervalOrRatioDataDescr(type='float32'),
+        preprocessing=preprocessing,
+    )
+    outputs = spec.OutputTensorDescr(
+        id=spec.TensorId('probabilities'),
+        description=('foreground probability' if k == 1 else 'class probabilities'),
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in out_names]),
+            space_out('y'),
+            space_out('x'),
+        ],
+        test_tensor=_file(spec, files['output']),
+        data=spec.IntervalOrRatioDataDescr(type='float32', range=(0.0, 1.0)),
+        postprocessing=post,
+    )
+    return inputs, outputs
+
+
+def _weights(spec, cfg: dict, files: dict[str, Path]):
+    """The state-dict weights, pinned, with the architecture imported from
+    napari-vmunet (``environment.yaml`` installs it)."""
+    from ..checkpoint import architecture_of
+
+    return spec.WeightsDescr(
+        pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+            source=files['weights'],
+            sha256=spec.Sha256(sha256_of(files['weights'])),
+            architecture=spec.ArchitectureFromLibraryDescr(
+                import_from=IMPORT_FROM,
+                callable=spec.Identifier(CALLABLE),
+                kwargs=architecture_of(cfg),
+            ),
+            pytorch_version=spec.Version(torch.__version__.split('+')[0]),
+            dependencies=_file(spec, files['environment']),
         )
-        outputs = spec.OutputTensorDescr(
-            id=spec.TensorId('probabilities'),
-            description=('foreground probability' if k == 1 else 'class probabilities'),
-            axes=[
-                spec.BatchAxis(),
-                spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in out_names]),
-                space_out('y'),
-                space_out('x'),
-            ],
-            test_tensor=_file(spec, files['output']),
-            data=spec.IntervalOrRatioDataDescr(type='float32', range=(0.0, 1.0)),
-            postprocessing=post,
-        )
-        weights = spec.WeightsDescr(
-            pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
-                source=files['weights'],
-                sha256=spec.Sha256(sha256_of(files['weights'])),
-                architecture=spec.ArchitectureFromLibraryDescr(
-                    import_from=IMPORT_FROM,
-                    callable=spec.Identifier(CALLABLE),
-                    kwargs=architecture_of(cfg),
-                ),
-                pytorch_version=spec.Version(torch.__version__.split('+')[0]),
-                dependencies=_file(spec, files['environment']),
-            )
-        )
-        return spec.ModelDescr(
-            name=name,
-            description=description,
-            authors=[spec.Author(name=a) for a in authors],
-            cite=[_cite_entry(spec, text, ref) for text, ref in cites],
-            license=spec.LicenseId(license_id),
-            documentation=_file(spec, files['readme']),
-            covers=[_file(spec, files['cover'])],
-            tags=_tags(k),
-            inputs=[inputs],
-            outputs=[outputs],
-            weights=weights,
-            config={
-                CONFIG_KEY: {
-                    'metadata': ckpt.metadata,
-                    'source_checkpoint': Path(str(ckpt.path)).name,
-                    'exported_with': __version__,
-                }
-            },
-        )
-    except ValidationError as err:
-        problems = '; '.join(
-            f'{".".join(map(str, e["loc"])) or "model"}: {e["msg"]}'
-            for e in err.errors()[:5]
-        )
-        raise ValueError(
-            f'bioimage.io does not accept this description: {problems}'
-        ) from None
+    )
 
 
 def _file(spec, path: Path):

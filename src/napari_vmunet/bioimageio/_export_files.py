@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch
 from .._version import __version__
 from ._package import CALLABLE, IMPORT_FROM
 from ._processing import describe
+
+if TYPE_CHECKING:
+    from ..checkpoint import Provenance
 
 #: distinct colours for class overlays in the cover (background first)
 _PALETTE = [
@@ -87,7 +91,7 @@ def readme(
     ckpt, name: str, description: str, image_label: str, size: Sequence[int]
 ) -> str:
     """The package's documentation, from our metadata and provenance."""
-    from ..checkpoint._state import describe_architecture
+    from ..checkpoint import describe_architecture
 
     meta, cfg = ckpt.meta, ckpt.config
     prov, names = meta.provenance, meta.classes.names
@@ -139,40 +143,11 @@ def readme(
         '',
         '## Training',
         '',
-    ]
-    facts = [
-        ('Initialised from', prov.initialized_from),
-        ('Training data', prov.training_data),
-        ('Epochs', prov.epochs),
-        ('Checkpoint created', prov.created),
-        ('Written by napari-vmunet', prov.package_version),
-        ('Command', f'`{prov.command}`' if prov.command else None),
-        ('Notes', prov.notes),
-    ]
-    lines += [
-        f'- {label}: {value}' for label, value in facts if value not in (None, '')
-    ]
-    lines += ['', '## Validation', '']
-    dice = prov.best_val_dice
-    if dice is not None:
-        lines.append(
-            f'- Best validation Dice during training: {dice:.4f} (Dice on the '
-            'validation split napari-vmunet held out of the training data; '
-            'not a test on independent data).'
-        )
-    else:
-        lines.append(
-            '- No validation score was recorded for this checkpoint: measure '
-            'Dice on labelled images of your own before relying on it.'
-        )
-    lines += [
-        (
-            f'- Test tensors: `test_input.npy` is {image_label} '
-            f'({size[0]}x{size[1]} pixels, raw intensities); '
-            "`test_output.npy` holds the probabilities napari-vmunet's "
-            'Predictor computed for it on the CPU in one window; '
-            '`bioimageio test` reproduces them.'
-        ),
+        *_training_lines(prov),
+        '',
+        '## Validation',
+        '',
+        *_validation_lines(prov.best_val_dice, image_label, size),
         '',
         '## Use',
         '',
@@ -189,6 +164,47 @@ def readme(
         '',
     ]
     return '\n'.join(lines)
+
+
+def _training_lines(prov: Provenance) -> list[str]:
+    """The README's training facts, those the checkpoint recorded."""
+    facts = [
+        ('Initialised from', prov.initialized_from),
+        ('Training data', prov.training_data),
+        ('Epochs', prov.epochs),
+        ('Checkpoint created', prov.created),
+        ('Written by napari-vmunet', prov.package_version),
+        ('Command', f'`{prov.command}`' if prov.command else None),
+        ('Notes', prov.notes),
+    ]
+    return [f'- {label}: {value}' for label, value in facts if value not in (None, '')]
+
+
+def _validation_lines(
+    dice: float | None, image_label: str, size: Sequence[int]
+) -> list[str]:
+    """The README's validation score (or its absence) and test tensors."""
+    if dice is not None:
+        score = (
+            f'- Best validation Dice during training: {dice:.4f} (Dice on the '
+            'validation split napari-vmunet held out of the training data; '
+            'not a test on independent data).'
+        )
+    else:
+        score = (
+            '- No validation score was recorded for this checkpoint: measure '
+            'Dice on labelled images of your own before relying on it.'
+        )
+    return [
+        score,
+        (
+            f'- Test tensors: `test_input.npy` is {image_label} '
+            f'({size[0]}x{size[1]} pixels, raw intensities); '
+            "`test_output.npy` holds the probabilities napari-vmunet's "
+            'Predictor computed for it on the CPU in one window; '
+            '`bioimageio test` reproduces them.'
+        ),
+    ]
 
 
 def _write_cover(

@@ -39,6 +39,8 @@ from ._errors import CheckpointError, CheckpointWarning
 from ._metadata import (
     FORMAT_VERSION,
     METADATA_KEY,
+    architecture_of,
+    default_class_names,
     default_metadata,
     parse_normalization,
     validate_metadata,
@@ -52,7 +54,7 @@ from ._schema import (
     Normalization,
     Provenance,
 )
-from ._state import infer_config
+from ._state import describe_architecture, infer_config
 
 __all__ = [
     'FORMAT_VERSION',
@@ -68,8 +70,11 @@ __all__ = [
     'Normalization',
     'Provenance',
     'check_checkpoint_file',
+    'architecture_of',
     'convert',
+    'default_class_names',
     'default_metadata',
+    'describe_architecture',
     'export_original',
     'infer_config',
     'load_checkpoint',

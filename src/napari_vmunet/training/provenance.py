@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..checkpoint import Metadata, default_metadata
-from ..checkpoint._metadata import (
+from ..checkpoint import (
+    Metadata,
     architecture_of,
     default_class_names,
+    default_metadata,
     parse_normalization,
 )
 from ..model import VMUNet

@@ -41,9 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import save_checkpoint
-from ..checkpoint._metadata import architecture_of
-from ..checkpoint._state import describe_architecture
+from ..checkpoint import architecture_of, describe_architecture, save_checkpoint
 from ..model import VMUNet
 from .config import TrainConfig, last_path
 from .data import Sample
