@@ -100,7 +100,8 @@ def step_rounds(old_vmunet, rounds: int, clock) -> None:
             times[n].append(clock() - start)
     use(new_vmunet)
     for n in names:
-        print(f'{n:<12} {statistics.median(times[n]):7.3f} s/step')
+        spread = ' '.join(f'{t:.2f}' for t in times[n])
+        print(f'{n:<12} {statistics.median(times[n]):7.3f} s/step  ({spread})')
     old, new, unet = (times[n] for n in names)
     print(
         f'VM-UNet / UNet: revision {ratio(old, unet):.2f}x, this tree '

@@ -255,7 +255,7 @@ def test_mamba_kernel_matches_reference():
     assert rel_err(out, ref) <= 1e-4
 
 
-def test_narrow_models_take_longer_blocks_and_stay_exact(monkeypatch):
+def test_smaller_state_chunks_take_longer_blocks_and_stay_exact(monkeypatch):
     # the first stage of a 16..128-wide VM-UNet on one 128x128 tile
     inputs = make_inputs(1, 128, 1024, seed=5)
     seen = []
@@ -270,14 +270,17 @@ def test_narrow_models_take_longer_blocks_and_stay_exact(monkeypatch):
     y, fast = grads(
         lambda **kw: selective_scan(**kw, backend='torch'), inputs, NAMES, torch.float32
     )
-    assert seen == [S.SMALL_CHUNK_BLOCK] and S.SMALL_CHUNK_BLOCK > S.DEFAULT_BLOCK
+    assert seen == [S.MAX_BLOCK] and S.MAX_BLOCK > S.DEFAULT_BLOCK
     for name in NAMES:
         assert rel_err(fast[name], ref[name]) <= 1e-5, name
-    # a full-width stage fills the slab and keeps the cache-sized block
+    # stage 1 at full width: a 12 K-float chunk (4 rows x 16 x 192) takes a
+    # block of BLOCK_FLOATS; stage 4 fills the slab and keeps the default
     seen.clear()
     with torch.no_grad():
         selective_scan(**make_inputs(1, *STAGES['stage1']), backend='torch')
-    assert seen == [S.DEFAULT_BLOCK]
+        selective_scan(**make_inputs(1, *STAGES['stage4']), backend='torch')
+    assert seen == [S.BLOCK_FLOATS // 12288, S.DEFAULT_BLOCK]
+    assert S.DEFAULT_BLOCK < seen[0] < S.MAX_BLOCK
 
 
 @pytest.mark.parametrize('decay', [(1.0, 'exp_'), (S.LOG2E, 'exp2_')])

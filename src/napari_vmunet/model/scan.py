@@ -183,12 +183,19 @@ DEFAULT_SLAB = 49152
 GPU_BLOCK = 64
 GPU_SLAB = 2**40
 
-#: CPU block for state chunks of at most ``SMALL_CHUNK`` floats (narrow
-#: models, one image): the per-step operations are so small that Python's
-#: per-op cost dominates, and longer blocks run fewer of them (measured:
-#: 7-14 % faster inference for a 16..128-wide VM-UNet; no gain from 12 K).
-SMALL_CHUNK_BLOCK = 16
-SMALL_CHUNK = 3072
+#: CPU blocks of a smaller state chunk are longer, up to about this many
+#: floats of state per block (``block`` x chunk), ``MAX_BLOCK`` steps at
+#: most: each step's operations cost a fixed few microseconds besides their
+#: work, so a small chunk runs too many of them, while a large chunk's
+#: buffers leave the cache.  Measured on an AVX2 EPYC (CPU time, forward and
+#: backward, 7 rounds): a 12 K-float chunk (stage 1 of the dock's 24..192
+#: model at batch 4, or of the full model at batch 1) is fastest at 24
+#: steps (forward 1.15-1.26x, backward 1.1-1.2x faster than 8), a 24 K one
+#: at 12 (1.02-1.04x), 48 K ones at 8 (12 and more are 1.1-1.3x slower);
+#: a 2 K chunk (a 16..128 model on one tile) 1.06-1.15x faster at 32 than
+#: at 16 steps.
+BLOCK_FLOATS = 294912
+MAX_BLOCK = 32
 
 
 def block_and_slab(
@@ -548,8 +555,7 @@ def _scan_time_major(
     rows = batch * groups * split
     if explicit_block is None and u.device.type == 'cpu':
         chunk = min(rows, max(1, slab // (nstate * P))) * nstate * P
-        if chunk <= min(SMALL_CHUNK, slab // 4):
-            block = max(block, SMALL_CHUNK_BLOCK)
+        block = min(MAX_BLOCK, max(block, BLOCK_FLOATS // chunk))
 
     uf = u.float()
     d = delta.float()
