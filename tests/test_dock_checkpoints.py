@@ -133,3 +133,28 @@ def test_a_checkpoint_deleted_after_it_was_chosen_is_explained(
     assert 'Cannot use this file' in widget.model_info.text()
     assert 'img [mine]' not in viewer.layers
     assert str(mine) not in remembered_checkpoints()
+
+
+@pytest.mark.gui
+def test_a_dock_closed_while_its_checkpoint_is_read_reports_nothing(
+    make_napari_viewer, qtbot, tmp_path, good_ckpt
+):
+    """The file's read fails after the dock is gone: no error from a deleted
+    widget, and the file is forgotten all the same."""
+    import gc
+
+    viewer = make_napari_viewer()
+    cut = tmp_path / 'cut.safetensors'
+    data = good_ckpt.read_bytes()
+    header = 8 + int.from_bytes(data[:8], 'little')
+    cut.write_bytes(data[: header + 100])  # passes the quick check, fails to load
+    widget = InferenceWidget(viewer)
+    widget.set_checkpoint(cut)
+    worker = widget.model._info_worker
+    assert str(cut) in remembered_checkpoints()
+    del widget
+    gc.collect()  # the dock is gone before the worker's answer arrives
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.wait(50)  # the errored slot runs in this event loop
+    assert str(cut) not in remembered_checkpoints()

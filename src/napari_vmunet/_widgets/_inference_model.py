@@ -11,6 +11,7 @@ listed model is known to suit it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -68,16 +69,13 @@ def _fits(paths: list[str], data, rgb: bool) -> list:
 
 def describe(ckpt) -> str:
     """The model line: classes, inputs, size, tile and normalisation."""
-    cfg, meta = ckpt.config, ckpt.metadata
-    names = meta.get('classes', {}).get('names') or []
-    inputs = meta.get('input', {})
-    norm = inputs.get('normalization', {}).get('mode', 'minmax')
-    n_params = sum(p.numel() for p in ckpt.model.parameters())
+    meta = ckpt.meta
+    arch = meta.architecture
     return (
-        f'{cfg["num_classes"]} class(es): {", ".join(names[1:]) or "?"}; '
-        f'{cfg["input_channels"]} input channels; dims {cfg["dims"]}; '
-        f'{n_params / 1e6:.2f} M parameters; tile '
-        f'{(inputs.get("tile_size") or ["?"])[0]}; normalisation {norm}'
+        f'{arch.num_classes} class(es): {", ".join(meta.classes.names[1:]) or "?"}; '
+        f'{arch.input_channels} input channels; dims {arch.dims}; '
+        f'{ckpt.parameter_count / 1e6:.2f} M parameters; tile '
+        f'{meta.input.tile}; normalisation {meta.input.normalization.mode}'
     )
 
 
@@ -199,9 +197,15 @@ class ModelSection(QGroupBox):
         self.model_info.setText(f'Reading {Path(path).name}…')
         worker = create_worker(self.load, path, _ignore_errors=True)
         worker.returned.connect(self._show_model_info)
-        worker.errored.connect(lambda err: self.mark_unusable(path, str(err)))
+        worker.errored.connect(lambda err: self._read_failed(path, err))
         self._info_worker = worker  # keep a reference while it runs
         worker.start()
+
+    def _read_failed(self, path: str, err: BaseException) -> None:
+        # the dock may have been closed while the file was read: it is
+        # forgotten all the same, and there is nothing left to show
+        with contextlib.suppress(RuntimeError):
+            self.mark_unusable(path, str(err))
 
     def mark_unusable(self, path: str, reason: str) -> None:
         """Remember (for this session) that ``path`` cannot be used, forget it
@@ -234,7 +238,11 @@ class ModelSection(QGroupBox):
         return cached[1]
 
     def _show_model_info(self, ckpt) -> None:
-        if str(ckpt.path) != self.path():
+        try:
+            current = self.path()
+        except RuntimeError:  # the dock was closed while the file was read
+            return
+        if str(ckpt.path) != current:
             return  # the user picked another file meanwhile
         self.unusable.pop(str(ckpt.path), None)
         self.usability_changed.emit()

@@ -162,9 +162,9 @@ class TrainModelSection(QGroupBox):
             from ..checkpoint import CheckpointError, load_checkpoint
 
             try:
-                classes = load_checkpoint(path).metadata['classes']
-                found = list(classes['names']), classes.get('colors')
-            except (CheckpointError, OSError, KeyError):
+                classes = load_checkpoint(path).meta.classes
+                found = list(classes.names), list(classes.colors)
+            except (CheckpointError, OSError):
                 found = [], None
             self._model_class_cache[path] = found
         return self._model_class_cache[path]

@@ -158,8 +158,9 @@ class InferenceWidget(QWidget):
 
     def _follow_model(self, ckpt) -> None:
         """A checkpoint was described: the options and axes it needs."""
-        self.threshold.setEnabled(ckpt.config['num_classes'] == 1)
-        self._model_channels = int(ckpt.config['input_channels'])
+        arch = ckpt.meta.architecture
+        self.threshold.setEnabled(arch.num_classes == 1)
+        self._model_channels = int(arch.input_channels)
         self._guess_channels()
 
     def _guess_channels(self) -> None:
