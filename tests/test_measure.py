@@ -470,3 +470,14 @@ def test_a_measuring_child_reports_its_error_and_cancel_ends_it():
     assert len(measuring()) == 1
     gen.close()  # what a cancelled GUI worker does
     assert measuring() == []
+
+
+def test_copies_in_slabs_are_exact(monkeypatch):
+    from napari_vmunet.measure import job
+
+    monkeypatch.setattr(job, 'SLAB_BYTES', 1000)
+    src = np.random.default_rng(3).integers(0, 9, (37, 20, 30)).astype(np.int32)
+    for view in (src, src[:, ::2, ::-1], src[5]):
+        dst = np.zeros(view.shape, view.dtype)
+        job.copy_in_slabs(dst, view)
+        np.testing.assert_array_equal(dst, view)

@@ -167,9 +167,24 @@ def _share(array: np.ndarray, blocks: list) -> tuple[str, tuple, str]:
     """A shared-memory copy of ``array``: its ``(name, shape, dtype)``."""
     block = shared_memory.SharedMemory(create=True, size=max(array.nbytes, 1))
     blocks.append(block)
-    view = np.ndarray(array.shape, array.dtype, buffer=block.buf)
-    np.copyto(view, array)  # numpy copies without holding the GIL
+    copy_in_slabs(np.ndarray(array.shape, array.dtype, buffer=block.buf), array)
     return block.name, array.shape, array.dtype.str
+
+
+#: bytes copied per slab by :func:`copy_in_slabs`
+SLAB_BYTES = 8 << 20
+
+
+def copy_in_slabs(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src``, a few MB at a time along the first axis.  One copy
+    of a 52 MB map into fresh shared memory stalled a GUI thread for 125 ms
+    (its page faults, with the GIL held); slabs let the GUI run between."""
+    if src.ndim == 0 or src.nbytes <= SLAB_BYTES:
+        dst[...] = src
+        return
+    step = max(1, SLAB_BYTES // max(1, src[0].nbytes))
+    for i in range(0, len(src), step):
+        dst[i : i + step] = src[i : i + step]
 
 
 def _attach(spec: tuple[str, tuple, str]):
@@ -228,7 +243,7 @@ def _collect(
         block, view = _attach(spec)
         try:
             labels = np.empty(view.shape, view.dtype)
-            np.copyto(labels, view)
+            copy_in_slabs(labels, view)
         finally:
             block.close()
             block.unlink()
