@@ -15,7 +15,9 @@ child, which writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Generator
 from dataclasses import replace
@@ -33,6 +35,8 @@ from .table import Table
 #: Label maps of at least this many pixels are measured in a child process
 #: (starting one costs ~1-2 s of imports; below this the job is short).
 CHILD_PIXELS = 8_000_000
+#: How much lower than the viewer the child runs (``os.nice``, POSIX)
+CHILD_NICENESS = 5
 #: Seconds between two yields while the child is busy without reporting,
 #: so that Cancel in a GUI acts within this time.
 HEARTBEAT_S = 0.2
@@ -202,6 +206,9 @@ def _child_main(sender, arrays: dict, settings, geometry, kwargs) -> None:
     The objects' label map goes back through a shared block the parent
     copies and frees."""
     blocks = []
+    with contextlib.suppress(AttributeError, OSError):
+        # background work: on a busy machine the viewer gets the CPU first
+        os.nice(CHILD_NICENESS)
     try:
         views = {}
         for key, spec in arrays.items():
