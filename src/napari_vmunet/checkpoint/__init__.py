@@ -24,16 +24,13 @@ problem raises :class:`CheckpointError`.  This package imports neither napari
 nor Qt.
 """
 
+from ._checkpoint import SOURCE_FORMATS, Checkpoint
 from ._core import (
-    SOURCE_FORMATS,
-    Checkpoint,
     check_checkpoint_file,
     convert,
-    export_original,
     load_checkpoint,
     save_checkpoint,
     summary,
-    training_state_path,
 )
 from ._errors import CheckpointError, CheckpointWarning
 from ._metadata import (
@@ -45,6 +42,7 @@ from ._metadata import (
     parse_normalization,
     validate_metadata,
 )
+from ._original import export_original
 from ._pretrained import load_vmamba_pretrained
 from ._schema import (
     Architecture,
@@ -54,6 +52,7 @@ from ._schema import (
     Normalization,
     Provenance,
 )
+from ._sidecar import training_state_path
 from ._state import describe_architecture, infer_config
 
 __all__ = [
