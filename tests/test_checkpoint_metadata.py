@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors
 
@@ -20,6 +21,7 @@ from napari_vmunet.checkpoint import (
     validate_metadata,
 )
 from napari_vmunet.cli.info import format_info
+from napari_vmunet.rules.input_stats import InputStats, summarize_inputs
 from napari_vmunet.zoo import builtin_checkpoints
 from tiny_models import tiny_model
 
@@ -108,3 +110,22 @@ def test_info_reads_the_typed_metadata(tmp_path):
     path = save_checkpoint(model, tmp_path / 'n.safetensors', none)
     text = format_info(summary(load_checkpoint(path)))
     assert 'none (the values as they are)' in text
+
+
+def test_training_input_statistics_round_trip():
+    """The built-in models' summaries (written by training) and a fresh one
+    read by name and write back the same dict; a damaged one reads as None."""
+    rng = np.random.default_rng(0)
+    fresh = summarize_inputs(
+        [rng.uniform(0, 255, (1, 32, 32))], kind='2d', channels=1, value_range=(0, 255)
+    )
+    stored = [load_checkpoint(p).training_stats for p in builtin_checkpoints().values()]
+    assert all(stats is not None for stats in stored)
+    for raw in [fresh, *stored]:
+        typed = InputStats.from_dict(raw)
+        assert typed.to_dict() == raw
+        assert typed.kind == raw['kind'] and typed.range == tuple(raw['range'])
+    demo = load_checkpoint(builtin_checkpoints()['demo-nuclei'])
+    assert demo.input_stats == InputStats.from_dict(demo.training_stats)
+    assert InputStats.from_dict({'version': 1, 'histogram': 'nan'}) is None
+    assert InputStats.from_dict(None) is None

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..model import VMUNet
+from ..rules.input_stats import InputStats
 from ._schema import Metadata
 
 SOURCE_FORMATS = ('napari-vmunet', 'original-best', 'original-latest', 'bioimageio')
@@ -43,6 +44,11 @@ class Checkpoint:
     def meta(self) -> Metadata:
         """:attr:`metadata` read by name (``meta.input.tile``, ...)."""
         return Metadata.from_dict(self.metadata)
+
+    @property
+    def input_stats(self) -> InputStats | None:
+        """:attr:`training_stats` read by name (None: not recorded)."""
+        return InputStats.from_dict(self.training_stats)
 
     @property
     def class_names(self) -> list[str]:

@@ -17,13 +17,13 @@ about, since nothing is known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..rules.input_stats import histogram, histogram_distance
+from ..rules.input_stats import InputStats, histogram, histogram_distance
 from ..rules.layout import image_layout
 from ..rules.normalization import ChannelMismatchError, map_channels, normalize
 
@@ -106,20 +106,22 @@ def assess_fit(
     return judge_fit(getattr(checkpoint, 'training_stats', None), inputs, kind)
 
 
-def judge_fit(stats: dict | None, inputs: Sequence[np.ndarray], kind: str) -> Fit:
+def judge_fit(
+    stats: InputStats | Mapping | None, inputs: Sequence[np.ndarray], kind: str
+) -> Fit:
     """The fit of normalised network inputs (``(C, H, W)`` planes of an
     image of ``kind`` ``'2d'`` or ``'volume'``) to a model's training
-    summary ``stats`` (None: not recorded)."""
+    summary ``stats`` (None: not recorded; a dict: the stored form)."""
+    if stats is not None and not isinstance(stats, InputStats):
+        stats = InputStats.from_dict(stats)
     if stats is None:
         return Fit(True, None)
     reasons = []
-    if stats['kind'] != 'mixed' and stats['kind'] != kind:
-        trained = 'slices of volumes' if stats['kind'] == 'volume' else '2-D images'
+    if stats.kind != 'mixed' and stats.kind != kind:
+        trained = 'slices of volumes' if stats.kind == 'volume' else '2-D images'
         given = 'a volume' if kind == 'volume' else 'a 2-D image'
         reasons.append(f'it was trained on {trained}, this is {given}')
-    distance = histogram_distance(
-        histogram(inputs, tuple(stats['range'])), stats['histogram']
-    )
+    distance = histogram_distance(histogram(inputs, stats.range), stats.histogram)
     if distance > FAR_FROM_TRAINING:
         reasons.append(
             f"the intensities are far from its training data's (distance "

@@ -20,6 +20,7 @@ has never seen.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,46 @@ def check_stats(stats: Any) -> dict[str, Any] | None:
         and rng[0] < rng[1]
     )
     return dict(stats) if ok else None
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """A training-input summary read by name (the checkpoint stores the
+    dict of :func:`summarize_inputs`; :meth:`to_dict` gives it back)."""
+
+    kind: str  # '2d', 'volume' or 'mixed'
+    channels: int  # of the raw data
+    images: int  # how many network inputs were summarised
+    range: tuple[float, float]  # the normalised range the histogram spans
+    histogram: tuple[float, ...]  # BINS shares summing to 1
+    version: int = STATS_VERSION
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> InputStats | None:
+        """The summary in ``raw``, or None when :func:`check_stats` does not
+        understand it (a newer or damaged entry only loses the warnings)."""
+        stats = check_stats(raw)
+        if stats is None:
+            return None
+        return cls(
+            kind=stats['kind'],
+            channels=stats['channels'],
+            images=stats.get('images', 0),
+            range=(stats['range'][0], stats['range'][1]),
+            histogram=tuple(stats['histogram']),
+            version=stats['version'],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (the keys and order of :func:`summarize_inputs`)."""
+        return {
+            'version': self.version,
+            'kind': self.kind,
+            'channels': self.channels,
+            'images': self.images,
+            'range': list(self.range),
+            'histogram': list(self.histogram),
+        }
 
 
 def histogram_distance(a: Iterable[float], b: Iterable[float]) -> float:
