@@ -221,3 +221,38 @@ def test_uncertainty_table_and_map_beside_the_labels_never_overwritten(
     again = tmp_path / 'again'
     code = main(['predict', '-m', str(checkpoint), '-o', str(again), '-q', str(out)])
     assert code == 1 and 'no readable images' in capsys.readouterr().err
+
+
+def test_annotated_slices_are_left_out_of_the_ranking(
+    checkpoint, inputs, tmp_path, capsys
+):
+    """``--annotations``: a slice with any label is not suggested again."""
+    from napari_vmunet.io import write_image
+    from napari_vmunet.measure import read_csv
+
+    folder, files = inputs
+    volume = read_image(files[0])
+    z_axis = volume.axes.index('Z')
+    painted = np.zeros(volume.data.shape, np.uint8)
+    painted[(slice(None),) * z_axis + (1, 10, 10)] = 1  # slice 1 is annotated
+    labels = write_image(tmp_path / 'painted.nii.gz', painted, like=volume)
+    table = tmp_path / 'next.csv'
+    args = ['predict', '-m', str(checkpoint), '-o', str(tmp_path / 'out'), '-q']
+    args += ['--uncertainty', str(table), '--annotations', str(labels)]
+    assert main(args + [str(files[0])]) == 0
+    assert '1 annotated slice(s) left out' in capsys.readouterr().out
+    want = Predictor(checkpoint, device='cpu').predict(
+        volume.data, slice_axis=z_axis, return_uncertainty=True
+    )
+    rows = read_csv(table)
+    assert rows['slice'].tolist() == want.ranking([1]).order.tolist()
+    assert 1 not in rows['slice'].tolist() and rows['rank'].tolist() == [1, 2]
+
+    # refused before any compute: without --uncertainty, or one file for two
+    base = ['predict', '-m', str(checkpoint), '-o', str(tmp_path / 'o2'), '-q']
+    assert main(base + ['--annotations', str(labels), str(files[0])]) == 1
+    assert 'add --uncertainty' in capsys.readouterr().err
+    two = ['--uncertainty', str(tmp_path / 'x.csv'), '--annotations', str(labels)]
+    assert main(base + two + [str(files[0]), str(files[1])]) == 1
+    assert 'named like the input' in capsys.readouterr().err
+    assert not any((tmp_path / 'o2').glob('*'))  # nothing written

@@ -147,3 +147,23 @@ def test_other_slice_axes_2d_images_and_a_missing_uncertainty(brain_prediction):
         plain.ranking()
     with pytest.raises(ValueError, match=r'annotations of shape \(2, 64\)'):
         flat.ranking(np.zeros((2, 64), np.uint8))
+
+
+def test_suggestions_keep_apart_from_each_other_and_from_annotations():
+    """Neighbouring slices look alike: the picks keep a gap (the slices
+    shared among picks and annotations, halved), and fall back to the
+    next most uncertain when too few are far enough apart."""
+    scores = np.zeros(40)
+    scores[[20, 21, 22, 9, 30, 2]] = [0.9, 0.85, 0.8, 0.5, 0.4, 0.3]
+    ranking = rank_slices(scores, annotated=[8])
+    assert ranking.gap(3) == 5  # 40 slices / (3 picks + 1 annotated) / 2
+    assert [z for z, _ in ranking.top(3)] == [20, 30, 2]  # 21, 22 too close; 9 by 8
+    assert [z for z, _ in ranking.top(3, spread=False)] == [20, 21, 22]
+    assert ranking.rows()[1]['slice'] == 21  # the full table keeps the order
+    few = rank_slices([0.9, 0.8, 0.7, 0.1])
+    assert [z for z, _ in few.top(3)] == [0, 1, 2]  # gap 1: nothing to skip
+    even = rank_slices(np.linspace(1, 0, 20))
+    assert [z for z, _ in even.top(4)] == [0, 2, 4, 6]  # gap 20 / 4 / 2
+    clustered = np.full(30, np.nan)  # only three candidates, side by side
+    clustered[:3] = [0.3, 0.2, 0.1]
+    assert [z for z, _ in rank_slices(clustered).top(3)] == [0, 1, 2]  # relaxed

@@ -67,6 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         'uncertainty (0 certain .. 1 a coin toss)',
     )
     p.add_argument(
+        '--annotations',
+        default=None,
+        metavar='LABELS',
+        help='with --uncertainty: the slices already annotated (any label in '
+        'a slice) are left out of the ranking; a label file for one input, or '
+        'a folder of label files named like the inputs',
+    )
+    p.add_argument(
         '--uncertainty-map',
         action='store_true',
         help='also write the per-pixel uncertainty of each input beside its '
@@ -227,7 +235,21 @@ def _check_uncertainty(args: argparse.Namespace, plan) -> None:
     from ._objects import check_output_file
 
     if args.uncertainty is None:
+        if args.annotations is not None:
+            raise UserError(
+                '--annotations says which slices to leave out of the ranking '
+                'of --uncertainty: add --uncertainty TABLE.csv'
+            )
         return
+    if args.annotations is not None:
+        where = Path(args.annotations)
+        if not where.exists():
+            raise UserError(f'--annotations: no such file or folder: {where}')
+        if where.is_file() and len(plan) > 1:
+            raise UserError(
+                f'--annotations names one file but there are {len(plan)} inputs: '
+                'give a folder with a label file per input, named like the input'
+            )
     if _rank()[1] > 1:
         raise UserError(
             '--uncertainty writes one table, which ranks of torchrun cannot '
@@ -327,7 +349,8 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
                 write_image(item.uncertainty, result.uncertainty, like=image)
                 written.append(item.uncertainty)
             if args.uncertainty is not None:
-                rankings.append((path.name, result.ranking()))
+                annotated = _annotations(args.annotations, path, read_image)
+                rankings.append((path.name, result.ranking(annotated)))
             counts = ', '.join(
                 f'{printable(name)}: {int((result.labels == i).sum())} px'
                 for i, name in enumerate(result.class_names)
@@ -393,11 +416,36 @@ def _write_table(path, tables: list) -> None:
     print(f'table: {path} ({table.n_rows} rows)')
 
 
+def _annotations(where: str | None, source: Path, read_image):
+    """The annotations of ``source`` for its ranking: the label file
+    ``where``, or ``where/<source's name>`` for a folder (none there: no
+    slice is annotated, and a note says so)."""
+    if where is None:
+        return ()
+    where = Path(where)
+    if where.is_dir():
+        where = where / source.name
+        if not where.is_file():
+            print(
+                f'note: no annotations for {source.name} in {where.parent}',
+                file=sys.stderr,
+            )
+            return ()
+    return read_image(where).data
+
+
 def _write_ranking(path, rankings: list) -> None:
-    """One row per slice of every input, most uncertain first per input."""
+    """One row per candidate slice of every input, most uncertain first per
+    input; slices already annotated are left out (and counted)."""
     from ..measure import Table
 
-    rows = [(name, r) for name, ranking in rankings for r in ranking.rows()]
+    rows = [
+        (name, r)
+        for name, ranking in rankings
+        for r in ranking.rows()
+        if not r['annotated']
+    ]
+    left_out = sum(len(ranking.excluded) for _, ranking in rankings)
     table = Table(
         {
             'file': np.array([name for name, _ in rows], dtype=object),
@@ -409,4 +457,5 @@ def _write_ranking(path, rankings: list) -> None:
         }
     )
     table.to_csv(path)
-    print(f'uncertainty: {path} ({table.n_rows} slices ranked)')
+    note = f', {left_out} annotated slice(s) left out' if left_out else ''
+    print(f'uncertainty: {path} ({table.n_rows} slices ranked{note})')

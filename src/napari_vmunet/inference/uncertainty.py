@@ -118,9 +118,41 @@ class SliceRanking:
     excluded: tuple[int, ...] = ()
     measure: str = MEASURE
 
-    def top(self, n: int = DEFAULT_TOP) -> list[tuple[int, float]]:
-        """``[(slice, score), ...]`` of the ``n`` most uncertain candidates."""
-        return [(int(z), float(self.scores[z])) for z in self.order[: max(n, 0)]]
+    def top(
+        self, n: int = DEFAULT_TOP, *, spread: bool = True
+    ) -> list[tuple[int, float]]:
+        """``[(slice, score), ...]`` of the ``n`` most uncertain candidates.
+
+        With ``spread`` (the default) the picks keep :meth:`gap` slices from
+        each other and from the annotated slices, as long as enough
+        candidates do: neighbouring slices look alike, so three suggestions
+        side by side teach little more than one, and the loop benchmark
+        found evenly spaced annotations at least as good as the most
+        uncertain ones (docs/benchmarks.md, "Where to annotate next").
+        """
+        n = max(n, 0)
+        picked: list[int] = []
+        if spread:
+            gap = self.gap(n)
+            taken = list(self.excluded)
+            for z in self.order:
+                if len(picked) == n:
+                    break
+                if all(abs(int(z) - t) >= gap for t in taken):
+                    picked.append(int(z))
+                    taken.append(int(z))
+        for z in self.order:  # too few far apart: the next most uncertain
+            if len(picked) == n:
+                break
+            if int(z) not in picked:
+                picked.append(int(z))
+        return [(z, float(self.scores[z])) for z in picked]
+
+    def gap(self, n: int = DEFAULT_TOP) -> int:
+        """The spacing :meth:`top` keeps: the slices shared out evenly among
+        the ``n`` picks and the annotated slices, halved (at least 1)."""
+        share = len(self.scores) / (max(n, 1) + len(self.excluded))
+        return max(1, int(share // 2))
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per slice, ranked candidates first (rank 1, 2, ...), then
