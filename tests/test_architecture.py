@@ -156,7 +156,16 @@ def test_the_core_knows_nothing_of_qt_or_napari():
 
 
 @pytest.mark.parametrize(
-    'module', ['napari_vmunet', 'napari_vmunet._widgets', 'napari_vmunet._reader']
+    'module',
+    [
+        'napari_vmunet',
+        'napari_vmunet._widgets',
+        'napari_vmunet._reader',
+        # opening a dock imports its modules (and their sections'): torch
+        # waits until a model is read
+        'napari_vmunet._widgets.inference',
+        'napari_vmunet._widgets.training',
+    ],
 )
 def test_napari_entry_points_do_not_import_torch(module):
     code = f'import sys, {module}; print("torch" in sys.modules)'
