@@ -199,3 +199,24 @@ def test_decoder_only_fine_tuning_is_one_check_box(docks):
     assert train.config().freeze_encoder is False
     train.freeze_encoder.setChecked(True)
     assert train.config().freeze_encoder is True
+
+
+def test_the_widgets_become_the_request(docks, start_ckpt, tmp_path):
+    """What the dock shows, as FineTuneChoices, and the TrainConfig made of
+    them: the inference dock's model as the start, the pair, the classes."""
+    viewer, train, infer, labels = docks
+    infer.set_checkpoint(start_ckpt)
+    train.start_from.setCurrentIndex(train.start_from.findData('inference'))
+    train.class_names.setText('background, nucleus')
+    train.val_fraction.setValue(0.3)
+    choices = train.choices()
+    assert choices.start == 'inference'
+    assert choices.inference_checkpoint == str(start_ckpt)
+    assert choices.training_data == f'{viewer.layers[0].name} + {labels.name}'
+    assert (choices.epochs, choices.batch_size, choices.device) == (3, 2, 'cpu')
+    config = train.config()
+    assert config.init == str(start_ckpt)
+    assert config.class_names == ['background', 'nucleus']
+    assert (config.val_fraction, config.preset) == (0.3, 'finetune')
+    assert config.output == tmp_path / 'tuned.safetensors'
+    assert train.data.pairs == []  # asking for the config lists no pair
