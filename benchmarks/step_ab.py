@@ -11,8 +11,12 @@ small VM-UNet (24..192) at 256x256, batch 4, for both versions and the
 same-size MONAI ``UNet`` of ``training.py --step-ratio``, the medians of the
 per-round ratios, and with ``--scan`` the scan alone (forward + backward) at
 that model's four stage shapes, weighted by how often a step runs each.
+``--no-scan`` replaces the scan's core (``BlockedSelectiveScan``) in both
+versions by a stand-in that costs next to nothing, to time the rest of the
+step on its own.
 
     python benchmarks/step_ab.py --against main --rounds 5 --clock cpu [--scan]
+                                 [--no-scan]
 """
 
 from __future__ import annotations
@@ -49,6 +53,26 @@ def import_revision(rev: str, where: Path):
     (where / 'src/napari_vmunet/model').rename(where / 'model_at_rev')
     sys.path.insert(0, str(where))
     return importlib.import_module('model_at_rev.vmunet')
+
+
+class NoScan(torch.autograd.Function):
+    """Stand-in for ``BlockedSelectiveScan``: right shapes, no work."""
+
+    @staticmethod
+    def forward(ctx, u, d, A, B, C, block, slab):
+        ctx.save_for_backward(A, B, C)
+        return torch.zeros_like(u)
+
+    @staticmethod
+    def backward(ctx, gy):
+        A, B, C = ctx.saved_tensors
+        zeros = [torch.zeros_like(t) for t in (A, B, C)]
+        return gy, gy, *zeros, None, None
+
+
+def without_scan(*scan_modules) -> None:
+    for module in scan_modules:
+        module.BlockedSelectiveScan = NoScan
 
 
 def ratio(a: list[float], b: list[float]) -> float:
@@ -161,6 +185,9 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--clock', choices=list(CLOCKS), default='cpu')
     parser.add_argument('--scan', action='store_true', help='the scans alone too')
+    parser.add_argument(
+        '--no-scan', action='store_true', help='the step without the scan core'
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
@@ -169,6 +196,11 @@ def main() -> None:
         old = import_revision(args.against, Path(tmp))
         if args.scan:
             scan_rounds(old, args.rounds, CLOCKS[args.clock])
+        if args.no_scan:
+            from napari_vmunet.model import scan
+
+            without_scan(scan, sys.modules[old.__name__.rsplit('.', 1)[0] + '.scan'])
+            print('scan core replaced by a stand-in in both versions')
         step_rounds(old, args.rounds, CLOCKS[args.clock])
 
 

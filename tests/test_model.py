@@ -128,6 +128,36 @@ def test_ss2d_matches_the_original_on_non_square_maps(backend, hw):
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
+@pytest.mark.parametrize('hw', [(8, 12), (12, 8)])
+def test_ss2d_gradients_match_the_original(hw):
+    """The cross-scan and cross-merge have hand-written gradients (each the
+    other's transpose), the projections run as other products: every
+    gradient, of the input and of each parameter, is the original's."""
+    torch.manual_seed(1)
+    ss2d = SS2D(d_model=24)
+    ss2d.scan_backend = 'torch'
+    with torch.no_grad():
+        ss2d.A_logs.add_(0.1 * torch.randn_like(ss2d.A_logs))
+        ss2d.Ds.add_(0.1 * torch.randn_like(ss2d.Ds))
+    x = torch.randn(3, *hw, 24)
+    g = torch.randn(3, *hw, 24)
+    results = []
+    for forward in (original_ss2d_forward, lambda m, v: m(v)):
+        ss2d.zero_grad()
+        leaf = x.clone().requires_grad_()
+        forward(ss2d, leaf).backward(g)
+        results.append(
+            {'x': leaf.grad}
+            | {name: p.grad.clone() for name, p in ss2d.named_parameters()}
+        )
+    want, got = results
+    assert want.keys() == got.keys() and len(want) == 12  # x and 11 parameters
+    for name in want:
+        scale = want[name].abs().max()
+        assert scale > 0, name
+        assert (got[name] - want[name]).abs().max() <= 1e-5 * scale, name
+
+
 def test_patch_expand_pixel_shuffle_order():
     """Channel (p1*s + p2)*c_out + c goes to pixel (s*h + p1, s*w + p2)
     (einops 'b h w (p1 p2 c) -> b (h p1) (w p2) c')."""

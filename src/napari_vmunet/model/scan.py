@@ -586,7 +586,7 @@ def _scan_time_major(
         int(slab),
     ).view(length, batch, dim)
     if D is not None:
-        y = y + uf * D.float()
+        y = torch.addcmul(y, uf, D.float())  # one pass, not a product and a sum
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(u.dtype)
