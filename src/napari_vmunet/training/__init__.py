@@ -13,6 +13,7 @@ end follows a run the same way; :class:`TrainingProcess` runs it in a
 separate process for the GUI (stop, kill, crash detection).
 """
 
+from .._generators import as_stop_callable
 from .augment import AugmentConfig, random_tile
 from .config import PRESETS, TrainConfig, default_preset, last_path
 from .data import (
@@ -27,7 +28,7 @@ from .events import EpochEnd, Event, Finished, Saved, Started, Step
 from .losses import BceDiceLoss, CeDiceLoss, DiceScore, make_loss
 from .process import TrainingProcess
 from .split import split_validation
-from .trainer import Trainer, as_stop_callable
+from .trainer import Trainer
 from .validation import Validation, evaluate
 
 __all__ = [

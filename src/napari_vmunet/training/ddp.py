@@ -33,7 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .trainer import StopRequest, Trainer, as_stop_callable
+from .._generators import StopRequest, as_stop_callable
+from .trainer import Trainer
 
 
 def launched_by_torchrun() -> bool:

@@ -35,12 +35,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._generators import StopRequest, as_stop_callable
 from ..checkpoint import architecture_of, describe_architecture, save_checkpoint
 from ..model import VMUNet
 from .config import TrainConfig, last_path
@@ -58,23 +58,6 @@ from .resume import schedule_follows_epochs
 from .run_setup import Data, open_run, prepare, set_up_run
 from .state import BestModel, TrainingState, history_entry
 from .validation import Validation, evaluate
-
-#: a ``threading``/``multiprocessing`` Event, a callable, or None
-StopRequest = Any
-
-
-def as_stop_callable(stop: StopRequest) -> Callable[[], bool]:
-    """``None``, anything with ``is_set()`` (threading / multiprocessing
-    events) or a callable -> a callable returning ``True`` to stop."""
-    if stop is None:
-        return lambda: False
-    if hasattr(stop, 'is_set'):
-        return stop.is_set
-    if callable(stop):
-        return stop
-    raise TypeError(
-        f'stop must be an Event or a callable returning bool, got {type(stop).__name__}'
-    )
 
 
 class Trainer:
