@@ -243,17 +243,7 @@ def save_checkpoint(
             f'{path}: napari-vmunet checkpoints end in {OUR_SUFFIX}; use '
             'export_original() for the original .pth layout'
         )
-    config = architecture_of(net.config)
-    if base is None:
-        base = default_metadata(config)
-    else:
-        base = {**base, 'architecture': config}
-    base['provenance'] = {
-        **base['provenance'],
-        'created': now_iso(),
-        'package_version': __version__,
-    }
-    meta = merge_metadata(base, metadata)
+    meta = _metadata_to_save(net, base, metadata)
     if training_state is not None:
         training_state = check_training_state(training_state)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -277,6 +267,23 @@ def save_checkpoint(
     if training_state is None:
         remove_quietly([side, *stale_temporaries(side)])
     return path
+
+
+def _metadata_to_save(net: VMUNet, base: dict | None, metadata: dict | None) -> dict:
+    """The document a save writes: ``metadata`` merged over ``base`` (a
+    loaded checkpoint's) or the defaults, stamped with now and this version,
+    validated."""
+    config = architecture_of(net.config)
+    if base is None:
+        base = default_metadata(config)
+    else:
+        base = {**base, 'architecture': config}
+    base['provenance'] = {
+        **base['provenance'],
+        'created': now_iso(),
+        'package_version': __version__,
+    }
+    return merge_metadata(base, metadata)
 
 
 def _save_safetensors(tensors: dict, tmp: Path, st_meta: dict) -> None:
