@@ -73,3 +73,30 @@ def test_a_docked_widget_scrolls_instead_of_growing_the_window(
     area.ensureWidgetVisible(train.status)
     qtbot.wait(50)
     assert not train.status.visibleRegion().isEmpty()
+
+
+def test_controls_are_never_cut_off_on_the_right(make_napari_viewer, qtbot):
+    """The dock follows its content's width when the content grows after
+    docking (Qt does not tell a scroll area): a long status line in the
+    inference dock's scrolling controls widened them past the dock, and
+    the right edge of every row was cut off."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample('napari-vmunet', 'nuclei')
+    _, infer = viewer.window.add_plugin_dock_widget('napari-vmunet', 'Inference')
+    _spin(qtbot)
+    area = infer.findChild(QScrollArea)
+    content = area.widget()
+    assert area.verticalScrollBar().isVisible()  # the bar takes its width too
+    qtbot.waitUntil(
+        lambda: area.viewport().width() >= content.minimumSizeHint().width(),
+        timeout=5000,
+    )
+    wider = content.minimumSizeHint().width() + 60
+    from qtpy.QtWidgets import QLabel
+
+    grown = QLabel('x' * 200)
+    grown.setMinimumWidth(wider)
+    content.layout().addWidget(grown)
+    qtbot.waitUntil(lambda: area.viewport().width() >= wider, timeout=5000)
+    assert content.width() <= area.viewport().width()

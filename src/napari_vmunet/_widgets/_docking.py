@@ -46,7 +46,11 @@ class _VerticalScrollArea(QScrollArea):
 
     Qt's scroll area reports a tiny minimum width as well, so a dock could be
     squeezed until its controls scroll sideways; here the content's minimum
-    width (plus the scroll bar) is the area's.
+    width (plus the scroll bar) is the area's.  Qt does not tell a scroll
+    area when its content's size hints change (a longer status line, a new
+    section), so the dock kept the width of its first layout and cut the
+    grown controls off on the right; the area now watches its content's
+    layout requests and updates its own geometry.
     """
 
     def __init__(self, content: QWidget, parent: QWidget | None = None):
@@ -55,9 +59,23 @@ class _VerticalScrollArea(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
 
     def _bar(self) -> int:
-        return self.verticalScrollBar().sizeHint().width()
+        """Width the area adds to its content: the vertical scroll bar and
+        the frame (napari's style sheet draws one, 1 px a side, whatever
+        the frame shape says)."""
+        margins = self.contentsMargins()
+        return (
+            self.verticalScrollBar().sizeHint().width()
+            + margins.left()
+            + margins.right()
+        )
 
     def sizeHint(self) -> QSize:
         hint = self.widget().sizeHint()
