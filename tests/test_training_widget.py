@@ -220,3 +220,19 @@ def test_the_widgets_become_the_request(docks, start_ckpt, tmp_path):
     assert (config.val_fraction, config.preset) == (0.3, 'finetune')
     assert config.output == tmp_path / 'tuned.safetensors'
     assert train.data.pairs == []  # asking for the config lists no pair
+
+
+def test_a_new_start_trains_on_the_layers_chosen_now(docks):
+    """The pair list is empty ("empty: the pair above"): after a run, other
+    layers chosen above are what the next run trains on, not the last
+    run's pair kept out of sight."""
+    viewer, train, _, _ = docks
+    (first,) = train.training_pairs()  # as Start reads them
+    image = viewer.add_image(np.zeros((64, 64), np.float32), name='second')
+    labels = viewer.add_labels(np.zeros((64, 64), np.uint8), name='second labels')
+    train.image_layer.set_value(image)
+    train.labels_layer.set_value(labels)
+    (pair,) = train.training_pairs()
+    assert pair.name == 'second' and first.name != 'second'
+    assert train.choices().training_data == 'second + second labels'
+    assert train.pair_list.count() == 0

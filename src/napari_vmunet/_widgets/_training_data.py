@@ -157,7 +157,8 @@ class DataSection(QGroupBox):
             self.pair_list.addItem(pair.text())
 
     def current_pair(self) -> Pair | None:
-        """The pair of the chosen layers (listed once it is asked for)."""
+        """The listed pair of the chosen layers, listed now if it is not:
+        for what is kept on it (background-only slices)."""
         image, labels = self.image_layer.value(), self.labels_layer.value()
         for pair in self.pairs:
             if pair.image is image and pair.labels is labels:
@@ -169,17 +170,17 @@ class DataSection(QGroupBox):
         return pair
 
     def used_pairs(self) -> list[Pair]:
-        """The pairs a run trains on: the listed ones, else the chosen one."""
-        return self.pairs or [p for p in [self.current_pair()] if p is not None]
+        """The pairs a run trains on: the listed ones, else the chosen layers
+        (not listed: a pair kept out of the list's sight would be trained on
+        again after other layers were chosen)."""
+        if self.pairs:
+            return self.pairs
+        image, labels = self.image_layer.value(), self.labels_layer.value()
+        return [] if image is None or labels is None else [Pair(image, labels)]
 
     def pairs_text(self) -> str:
-        """The pairs a run trains on, by name (the checkpoint's provenance),
-        without listing the chosen one."""
-        image, labels = self.image_layer.value(), self.labels_layer.value()
-        chosen = [] if image is None or labels is None else [Pair(image, labels)]
-        return ', '.join(
-            f'{p.image.name} + {p.labels.name}' for p in self.pairs or chosen
-        )
+        """The pairs a run trains on, by name (the checkpoint's provenance)."""
+        return ', '.join(f'{p.image.name} + {p.labels.name}' for p in self.used_pairs())
 
     def mark_background_slice(self) -> None:
         """Declare the slice on screen (of the selected pair) background-only."""
