@@ -171,7 +171,7 @@ class TrainingWidget(QWidget):
     # ------------------------------------------------------------- choices
     def _epochs_changed(self, value: int) -> None:
         """Before (or between) runs the plot's axis spans the epochs set."""
-        if not self.running and hasattr(self, 'plot'):
+        if not self.running:
             self.plot.set_total_epochs(value)
 
     def _follow_start_from(self, *_args) -> None:
