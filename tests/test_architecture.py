@@ -173,3 +173,17 @@ def test_napari_entry_points_do_not_import_torch(module):
         [sys.executable, '-c', code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == 'False', out.stderr
+
+
+def test_the_tiling_rules_agree_with_the_model_and_need_no_torch():
+    """``rules.tiling`` writes the model's size multiple out (the docks read
+    the tiling rules without importing torch); it must stay the model's."""
+    from napari_vmunet.model import VMUNet
+    from napari_vmunet.rules.tiling import TILE_MULTIPLE
+
+    assert VMUNet.size_multiple == TILE_MULTIPLE
+    code = 'import sys, napari_vmunet.rules.tiling; print("torch" in sys.modules)'
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == 'False', out.stderr

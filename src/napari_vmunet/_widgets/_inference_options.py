@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..rules.tiling import DEFAULT_OVERLAP
 from ._controls import device_picker
 from ._docking import compact
 
@@ -53,8 +54,7 @@ class OptionsSection(QCollapsible):
         self.threshold.setToolTip('Probability threshold (one-class models)')
         form.addRow('Threshold', self.threshold)
         self.overlap = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05)
-        # rules.tiling.DEFAULT_OVERLAP (not imported: it imports torch)
-        self.overlap.setValue(0.25)
+        self.overlap.setValue(DEFAULT_OVERLAP)
         self.overlap.setToolTip(
             'How much neighbouring tiles overlap; overlaps are blended (no seams)'
         )

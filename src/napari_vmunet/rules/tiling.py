@@ -22,15 +22,16 @@ The one home of every tiling rule (MONAI's conventions for the windows):
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from monai.data.utils import compute_importance_map, dense_patch_slices
 
-from ..model.vmunet import VMUNet
+if TYPE_CHECKING:
+    import torch
 
-TILE_MULTIPLE: int = VMUNet.size_multiple
+#: ``VMUNet.size_multiple`` (tests/test_architecture.py checks they agree):
+#: written out so that the docks read these rules without importing torch
+TILE_MULTIPLE = 32
 DEFAULT_TILE = 256
 #: 4096^2 is already 16 M pixels per tile; larger values in a file or an
 #: option are mistakes (or an attempt to exhaust memory)
@@ -120,11 +121,15 @@ def tile_slices(
         size if size == t else max(1, int(t * (1 - overlap)))
         for size, t in zip((height, width), tile, strict=True)
     )
+    from monai.data.utils import dense_patch_slices
+
     return dense_patch_slices((height, width), tile, interval)
 
 
 @functools.lru_cache(maxsize=8)
 def _weights(tile: Tile, device: str) -> torch.Tensor:
+    from monai.data.utils import compute_importance_map
+
     return compute_importance_map(
         tile, mode='gaussian', sigma_scale=BLEND_SIGMA, device=device
     )
