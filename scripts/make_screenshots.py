@@ -1,7 +1,7 @@
 """Make the documentation's screenshots from real napari sessions.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" \\
-        python scripts/make_screenshots.py [nuclei] [brain]
+        python scripts/make_screenshots.py [nuclei] [brain] [--no-training]
 
 Every picture is a run of the actual docks: the nuclei sample predicted with
 the built-in demo model (inference dock), the brain volume
@@ -64,12 +64,13 @@ def shot(viewer, name: str) -> None:
 def main() -> None:
     import sys
 
-    parts = sys.argv[1:] or ['nuclei', 'brain']
+    training = '--no-training' not in sys.argv
+    parts = [a for a in sys.argv[1:] if not a.startswith('--')] or ['nuclei', 'brain']
     OUT.mkdir(parents=True, exist_ok=True)
     if 'nuclei' in parts:
         nuclei()
     if 'brain' in parts:
-        brain()
+        brain(training)
 
 
 def nuclei() -> None:
@@ -83,9 +84,10 @@ def nuclei() -> None:
     viewer.close()
 
 
-def brain() -> None:
-    """The brain volume predicted slice by slice, then a few epochs of
-    fine-tuning on its tissue labels (validation slices give a Dice curve)."""
+def brain(training: bool = True) -> None:
+    """The brain volume predicted slice by slice, then (``training``) a few
+    epochs of fine-tuning on its tissue labels (validation slices give a
+    Dice curve; 30-40 minutes on 2 busy cores)."""
     viewer, infer, train = viewer_with_docks('brain')
     viewer.layers[1].visible = False
     infer.run()
@@ -93,6 +95,9 @@ def brain() -> None:
     viewer.dims.set_point(0, viewer.dims.range[0].start + 95)
     infer.parentWidget().raise_()
     shot(viewer, 'brain-volume.png')
+    if not training:
+        viewer.close()
+        return
     truth = viewer.layers[1]
     train.image_layer.set_value(viewer.layers[0])
     train.labels_layer.set_value(truth)
