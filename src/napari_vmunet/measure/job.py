@@ -234,8 +234,8 @@ def _child_main(sender, arrays: dict, settings, geometry, kwargs) -> None:
             out.close()  # the parent copies it and unlinks it
         sender.send(('done', (objects, table, spec)))
     except Exception as err:  # noqa: BLE001 - the parent raises it
-        detail = traceback.format_exc(limit=-3)
-        sender.send(('error', f'{err} ({type(err).__name__}; {detail.strip()})'))
+        traceback.print_exc()  # for a bug report; the user reads the message
+        sender.send(('error', str(err) or type(err).__name__))
     finally:
         for block in blocks:
             block.close()
