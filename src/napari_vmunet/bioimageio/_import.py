@@ -23,7 +23,6 @@ Reading needs no bioimageio library.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any
 from .._memory import check_fits_in_memory, format_bytes
 from ..checkpoint._errors import CheckpointError, CheckpointWarning
 from ..checkpoint._metadata import ARCH_KEYS, default_metadata, validate_metadata
-from ._package import CONFIG_KEY
+from ._package import CONFIG_KEY, sha256_of
 from ._processing import normalization_from
 
 #: description file names, in the order they are looked for
@@ -317,7 +316,7 @@ def _weights(pkg: _Package, source: str, expected: Any) -> dict:
 
     with tempfile.TemporaryDirectory(prefix='napari-vmunet-package-') as tmp:
         local = pkg.local_file(source, Path(tmp))
-        actual = _sha256(local)
+        actual = sha256_of(local)
         if expected is None:
             warnings.warn(
                 f'{pkg.path}: {pkg.rdf} records no sha256 for {source}, so the '
@@ -342,14 +341,6 @@ def _weights(pkg: _Package, source: str, expected: Any) -> dict:
                 f'has a weights file {source} that {err.problem}', pkg.path
             ) from err
     return sd
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(2**20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _checkpoint(
