@@ -204,6 +204,15 @@ def tiling_dice() -> None:
         print(f'{name:20} Dice on rows 320-511: {dice:.4f}')
 
 
+def tissue_dice(found: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Dice of grey matter (1) and white matter (2) against the reference."""
+    dices = []
+    for c in (1, 2):
+        p, t = found == c, truth == c
+        dices.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+    return dices
+
+
 def brain_windows(rounds: int, every: int) -> None:
     from napari_vmunet import load_checkpoint
     from napari_vmunet.io import load_sample
@@ -238,10 +247,7 @@ def brain_windows(rounds: int, every: int) -> None:
     base = statistics.median(seconds[next(iter(ways))])
     for name in ways:
         found, count = results[name]
-        dices = []
-        for c in (1, 2):
-            p, t = found == c, truth == c
-            dices.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+        dices = tissue_dice(found, truth)
         med = statistics.median(seconds[name])
         print(
             f'{name:<22}{count:>7}{med:>9.1f}{med / base:>10.2f}'
@@ -319,10 +325,7 @@ def brain_against(before_src: str, rounds: int, every: int, threads: int) -> Non
     base = [statistics.median(t[i] for t in times['before']) for i in (0, 1)]
     for name in trees:
         wall, cpu = (statistics.median(t[i] for t in times[name]) for i in (0, 1))
-        dices = []
-        for c in (1, 2):
-            p, t = found[name] == c, truth == c
-            dices.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+        dices = tissue_dice(found[name], truth)
         print(
             f'{name:<8}{windows[name]:>8}{wall:>9.1f}{cpu:>9.1f}'
             f'{wall / base[0]:>8.2f}{cpu / base[1]:>7.2f}'
