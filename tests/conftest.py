@@ -17,6 +17,39 @@ with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
 
+def _uses_qt(request) -> bool:
+    uses_qt = {'qtbot', 'make_napari_viewer'} & set(request.fixturenames)
+    return bool(uses_qt) or request.node.get_closest_marker('gui') is not None
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collected_on_the_gui_thread(request):
+    """GUI tests: Python's cycle collector runs on the GUI thread only.
+
+    A widget a test made without docking it (``listed(InferenceWidget(v))``)
+    is Python-owned garbage once the test drops it.  When the automatic
+    collector happened to run in a thread worker (a checkpoint being read
+    allocates tensors), Qt destroyed that widget off the GUI thread, sent
+    its scroll bar events there, and the test process died of a
+    segmentation fault (CI, stop 23).  Collection is paused for the test
+    and done here, on the GUI thread, after its workers have finished
+    (this fixture's teardown runs after the others').
+    """
+    if not _uses_qt(request):
+        yield
+        return
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        if enabled:
+            gc.enable()
+
+
 @pytest.fixture(autouse=True)
 def _no_worker_outlives_its_test(request):
     """GUI tests: wait for the docks' thread workers before the next test.
@@ -27,8 +60,7 @@ def _no_worker_outlives_its_test(request):
     deleted Qt objects and abort the test process.
     """
     yield
-    uses_qt = {'qtbot', 'make_napari_viewer'} & set(request.fixturenames)
-    if request.node.get_closest_marker('gui') is None and not uses_qt:
+    if not _uses_qt(request):
         return
     from superqt.utils import WorkerBase
 
@@ -39,8 +71,7 @@ def _no_worker_outlives_its_test(request):
 def _settings_in_tmp(request, tmp_path_factory):
     """GUI tests keep their QSettings (the inference dock's recently used
     checkpoints) in a temporary folder, never in the user's own."""
-    uses_qt = {'qtbot', 'make_napari_viewer'} & set(request.fixturenames)
-    if request.node.get_closest_marker('gui') is None and not uses_qt:
+    if not _uses_qt(request):
         yield
         return
     from qtpy.QtCore import QSettings
