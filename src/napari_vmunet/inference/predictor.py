@@ -38,6 +38,7 @@ from .._generators import drive
 from .._text import format_duration
 from .._threads import default_threads, torch_threads
 from ..devices import resolve_device
+from ..model.gc_pause import gc_paused_steps
 from ..rules.intensity import PlaneInspector, inspect_intensities
 from ..rules.layout import ImageLayout, image_layout, slice_position
 from ..rules.normalization import map_channels, normalize, override_normalization
@@ -340,18 +341,18 @@ class Predictor:
         threads = None
         if self.device.type == 'cpu':
             threads = self.threads or default_threads()
+        steps = self._iter_predict(
+            image,
+            channel_axis,
+            slice_axis,
+            rgb,
+            channel_map,
+            return_probabilities,
+            return_uncertainty,
+        )
         with torch_threads(threads):
-            return (
-                yield from self._iter_predict(
-                    image,
-                    channel_axis,
-                    slice_axis,
-                    rgb,
-                    channel_map,
-                    return_probabilities,
-                    return_uncertainty,
-                )
-            )
+            # the collector's full walks of napari's heap froze the viewer
+            return (yield from gc_paused_steps(steps))
 
     def _iter_predict(
         self,

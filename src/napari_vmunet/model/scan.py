@@ -48,17 +48,17 @@ backend runs and why.
 from __future__ import annotations
 
 import functools
-import gc
 import math
 import os
 import sys
-import threading
 import time
 import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from .gc_pause import gc_paused
 
 Backend = Literal['auto', 'torch', 'reference', 'mamba', 'triton']
 BACKENDS = ('auto', 'torch', 'reference', 'mamba', 'triton')
@@ -253,53 +253,6 @@ def _decay_base(device_type: str) -> tuple[float, str]:
     return 1.0, 'exp_'
 
 
-class _GcPause:
-    """Python's cyclic garbage collector off while a scan runs.
-
-    A scan cuts thousands of views of its operands (one per block and
-    operand, ~50 K per training step of a small model), and holds them while
-    it runs.  Those allocations trigger the collector, and its full
-    collections walk every Python object in the process: 0.2 s each in a bare
-    ``import torch`` process, one every other stage-1 scan (measured on an
-    AVX2 EPYC), more in a napari session.  The views hold no reference
-    cycles, so nothing is lost by not looking for any until the scan ends.
-    Nested and concurrent scans (threads) share one pause; the collector is
-    switched back on only if it was on when the first of them started.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._restore = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._depth == 0:
-                self._restore = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._restore:
-                gc.enable()
-
-
-_GC_PAUSE = _GcPause()
-
-
-def _gc_paused(fn):
-    """``fn`` run under :data:`_GC_PAUSE`."""
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        with _GC_PAUSE:
-            return fn(*args, **kwargs)
-
-    return run
-
-
 def _block_states(dA: list, H: list, h0: torch.Tensor, T: int) -> None:
     """Run the recurrence over one block, in place.
 
@@ -340,7 +293,7 @@ class BlockedSelectiveScan(torch.autograd.Function):
     """
 
     @staticmethod
-    @_gc_paused
+    @gc_paused
     def forward(ctx, u, d, A, B, C, block, slab):
         length, rows, per = u.shape
         nstate = A.shape[1]
@@ -397,7 +350,7 @@ class BlockedSelectiveScan(torch.autograd.Function):
         return y
 
     @staticmethod
-    @_gc_paused
+    @gc_paused
     def backward(ctx, gy):
         u, d, A, B, C, saved = ctx.saved_tensors
         block = ctx.block
