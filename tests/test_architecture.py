@@ -4,10 +4,11 @@
 0  _version, _files, _memory, _threads,    plain helpers
    _generators
 1  model                                    VM-UNet and the scan backends
-2  rules, devices, io                       one home per rule; files by format
+2  rules, devices, io, zoo                  one home per rule; files by format;
+                                           the built-in models' names
 3  checkpoint                               read/write/convert, metadata
 4  inference, training, measure, bioimageio the engines (no Qt)
-5  cli, _widgets, napari adapters, zoo      the front ends
+5  cli, _widgets, napari adapters          the front ends
 ```
 
 A module may import its own package and any lower layer.  The one named
@@ -46,7 +47,7 @@ LAYERS = {
     'training': 4,
     'measure': 4,
     'bioimageio': 4,
-    'zoo': 5,
+    'zoo': 2,
     'cli': 5,
     '_widgets': 5,
     '_layer_data': 5,

@@ -1176,3 +1176,22 @@ def test_an_interrupted_save_is_read_from_its_temporary_sidecar(tmp_path):
     with pytest.warns(CheckpointWarning, match='interrupted'):
         ckpt = load_checkpoint(path)
     assert ckpt.training_state == {'epoch': 2}
+
+
+def test_the_python_api_takes_a_built_in_models_name():
+    # the same names as the command line's: one resolver for every entry point
+    from napari_vmunet.inference import Predictor
+    from napari_vmunet.zoo import builtin_checkpoints
+
+    models = builtin_checkpoints()
+    assert 'demo-nuclei' in models
+    ckpt = load_checkpoint('demo-nuclei')
+    assert ckpt.metadata == load_checkpoint(models['demo-nuclei']).metadata
+    from napari_vmunet.io import load_sample
+
+    nuclei = np.asarray(load_sample('nuclei')[0].data)[:128, :128]
+    by_name = Predictor('demo-nuclei', device='cpu').predict(nuclei).labels
+    by_path = Predictor(models['demo-nuclei'], device='cpu').predict(nuclei).labels
+    assert by_name.any() and np.array_equal(by_name, by_path)
+    with pytest.raises(CheckpointError, match='neither a file nor a built-in model'):
+        load_checkpoint('demo-nucleii')

@@ -21,6 +21,7 @@ from .._files import remove_quietly, stale_temporaries, write_atomically
 from .._version import __version__
 from ..model import VMUNet
 from ..rules.input_stats import check_stats
+from ..zoo import resolve_model
 from ._checkpoint import Checkpoint, unwrap
 from ._errors import CheckpointError
 from ._io import (
@@ -74,7 +75,12 @@ def load_checkpoint(path: str | os.PathLike, device: Any = 'cpu') -> Checkpoint:
     Nothing in a file is ever executed and nothing is written.
     """
     dev = _device(device)
-    path = Path(path).expanduser()
+    # a built-in model's name works here as on the command line, so the
+    # Python API (Predictor('demo-nuclei'), Trainer's init) takes it too
+    try:
+        path = resolve_model(path)
+    except FileNotFoundError as err:
+        raise CheckpointError(f'{err}; give the path of a checkpoint file') from None
     from ..bioimageio._import import is_package, load_package
 
     try:
