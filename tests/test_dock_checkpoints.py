@@ -158,3 +158,32 @@ def test_a_dock_closed_while_its_checkpoint_is_read_reports_nothing(
         pass
     qtbot.wait(50)  # the errored slot runs in this event loop
     assert str(cut) not in remembered_checkpoints()
+
+
+@pytest.mark.gui
+def test_the_first_runs_imports_are_done_when_the_dock_opens(
+    make_napari_viewer, qtbot, monkeypatch, good_ckpt
+):
+    """MONAI's window helpers (1,600 modules with SciPy and scikit-image)
+    are imported in a worker once a model has been read, not inside the
+    first Run, where their extension loads stalled the viewer."""
+    import threading
+
+    import napari_vmunet._widgets._inference_model as dock_model
+    import napari_vmunet.rules.tiling as tiling
+
+    calls = []
+    monkeypatch.setattr(dock_model, '_warm_worker', None)
+    monkeypatch.setattr(
+        tiling, 'load_window_helpers', lambda: calls.append(threading.current_thread())
+    )
+    viewer = make_napari_viewer()
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(good_ckpt)
+    qtbot.waitUntil(lambda: bool(calls), timeout=30_000)
+    assert calls[0] is not threading.main_thread()
+    widget.set_checkpoint(good_ckpt)  # once per session
+    qtbot.waitUntil(lambda: 'parameters' in widget.model_info.text())
+    qtbot.wait(100)
+    assert len(calls) == 1

@@ -197,6 +197,7 @@ class ModelSection(QGroupBox):
         self.model_info.setText(f'Reading {Path(path).name}…')
         worker = create_worker(self.load, path, _ignore_errors=True)
         worker.returned.connect(self._show_model_info)
+        worker.returned.connect(lambda _: _warm_prediction_imports())
         worker.errored.connect(lambda err: self._read_failed(path, err))
         self._info_worker = worker  # keep a reference while it runs
         worker.start()
@@ -290,3 +291,21 @@ class ModelSection(QGroupBox):
             f'Chose {self.checkpoint.itemText(index)}: it was trained on images '
             f'like “{layer.name}”.'
         )
+
+
+_warm_worker = None
+
+
+def _warm_prediction_imports() -> None:
+    """Once per session, after the first model is read: the imports of a
+    first prediction (:func:`~napari_vmunet.rules.tiling.load_window_helpers`)
+    in a worker, so the first Run does not pay for them."""
+    global _warm_worker
+    if _warm_worker is not None:
+        return
+    from napari.qt.threading import create_worker
+
+    from ..rules.tiling import load_window_helpers
+
+    _warm_worker = create_worker(load_window_helpers, _ignore_errors=True)
+    _warm_worker.start()

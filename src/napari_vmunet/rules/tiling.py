@@ -112,6 +112,15 @@ def padded_shape(height: int, width: int, tile: Tile) -> tuple[int, int]:
     return max(height, tile[0]), max(width, tile[1])
 
 
+def load_window_helpers() -> None:
+    """Import MONAI's window helpers (``dense_patch_slices``, the Gaussian
+    importance map) ahead of the first prediction.  MONAI brings ~1,600
+    modules with it (SciPy, scikit-image, pandas), seconds of imports whose
+    extension loads hold the GIL: done inside the first Run, they stalled the
+    viewer; the inference dock does it in a worker when it opens."""
+    import monai.data.utils  # noqa: F401
+
+
 def tile_slices(
     height: int, width: int, tile: Tile, overlap: float
 ) -> list[tuple[slice, slice]]:
