@@ -167,3 +167,30 @@ def test_suggestions_keep_apart_from_each_other_and_from_annotations():
     clustered = np.full(30, np.nan)  # only three candidates, side by side
     clustered[:3] = [0.3, 0.2, 0.1]
     assert [z for z, _ in rank_slices(clustered).top(3)] == [0, 1, 2]  # relaxed
+
+
+def test_blank_slices_are_never_suggested(brain_prediction):
+    """The air above the head (34 of the brain's 189 slices hold one value)
+    has nothing to annotate: once the slices with content are annotated,
+    the panel says so instead of suggesting blank ones."""
+    image, _ = load_sample('brain')
+    brain = np.asarray(image.data)
+    blank = [z for z in range(brain.shape[0]) if np.ptp(brain[z]) == 0]
+    assert len(blank) >= 2
+    volume = brain[[90, blank[0], 120, blank[-1]]]
+    predictor = Predictor(builtin_checkpoints()['demo-brain'], device='cpu')
+    result = predictor.predict(volume, return_uncertainty=True)
+    assert np.isfinite(result.slice_uncertainty[[0, 2]]).all()
+    assert np.isnan(result.slice_uncertainty[[1, 3]]).all()
+    ranking = result.ranking()
+    assert sorted(ranking.order.tolist()) == [0, 2]
+    assert ranking.unscored == (1, 3)
+    assert [z for z, _ in ranking.top(3)] == sorted(
+        ranking.order.tolist(), key=lambda z: -result.slice_uncertainty[z]
+    )
+    done = result.ranking([0, 2])
+    assert done.top(3) == []
+    assert done.describe() == (
+        'Every slice with content carries annotations (the others are blank): '
+        'nothing left to suggest.'
+    )

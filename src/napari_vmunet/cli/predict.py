@@ -436,7 +436,8 @@ def _annotations(where: str | None, source: Path, read_image):
 
 def _write_ranking(path, rankings: list) -> None:
     """One row per candidate slice of every input, most uncertain first per
-    input; slices already annotated are left out (and counted)."""
+    input; slices already annotated, and blank ones, are left out (and
+    counted)."""
     from ..measure import Table
 
     rows = [
@@ -458,4 +459,7 @@ def _write_ranking(path, rankings: list) -> None:
     )
     table.to_csv(path)
     note = f', {left_out} annotated slice(s) left out' if left_out else ''
+    blank = sum(len(ranking.unscored) for _, ranking in rankings)
+    if blank:
+        note += f', {blank} blank slice(s) left out'
     print(f'uncertainty: {path} ({table.n_rows} slices ranked{note})')

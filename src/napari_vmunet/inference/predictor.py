@@ -130,6 +130,13 @@ class PredictionResult:
         return rank_slices(self.slice_uncertainty, annotated)
 
 
+def _is_blank(plane: np.ndarray) -> bool:
+    """Whether a plane holds one value (its non-finite pixels aside)."""
+    values = np.asarray(plane)
+    finite = values[np.isfinite(values)]
+    return finite.size == 0 or bool(finite.min() == finite.max())
+
+
 def check_batch_size(batch_size: Any) -> int:
     """A positive number of tiles per forward pass."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -430,6 +437,7 @@ class Predictor:
         model = ConstantWindows(self._forward, self.device)
         in_flight: dict[int, BlendedSlice] = {}
         missing: dict[int, np.ndarray] = {}  # slice -> its non-finite pixels
+        blank: set[int] = set()  # slices of one value (uncertainty only)
         queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
         done = slices_done = 0
         pos = 0
@@ -452,6 +460,8 @@ class Predictor:
                     in_flight[z] = self._prepare(
                         plane, layout.rgb, channel_map, geometry
                     )
+                    if slice_unc is not None and _is_blank(plane):
+                        blank.add(z)
                     if self.nonfinite_background:
                         bad = ~np.isfinite(plane).all(axis=0)
                         if bad.any():
@@ -480,7 +490,9 @@ class Predictor:
                 p = self._write(p, labels_view, probs_view, z, missing.pop(z, None))
                 if unc_view is not None:
                     u = pixel_uncertainty(p, one_class=k == 1)
-                    slice_unc[z] = float(u.mean())
+                    # a blank slice (air around a head) has nothing to
+                    # annotate: it gets no score and is never suggested
+                    slice_unc[z] = np.nan if z in blank else float(u.mean())
                     unc_view[z] = u.cpu().numpy()
                 slices_done += 1
             left = None

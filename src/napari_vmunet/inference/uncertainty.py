@@ -177,9 +177,21 @@ class SliceRanking:
         ]
         return rows
 
+    @property
+    def unscored(self) -> tuple[int, ...]:
+        """Slices neither ranked nor annotated: those without a score (a
+        blank slice, one value throughout, has nothing to annotate)."""
+        ranked = {int(z) for z in self.order} | set(self.excluded)
+        return tuple(z for z in range(len(self.scores)) if z not in ranked)
+
     def describe(self, n: int = DEFAULT_TOP) -> str:
         """``'Next to correct: slice 57 (uncertainty 0.31), ...'``."""
         top = self.top(n)
+        if not top and self.unscored:
+            return (
+                'Every slice with content carries annotations (the others are '
+                'blank): nothing left to suggest.'
+            )
         if not top:
             return 'Every slice carries annotations: nothing left to suggest.'
         listed = ', '.join(f'slice {z} (uncertainty {s:.2f})' for z, s in top)
