@@ -256,3 +256,22 @@ def test_annotated_slices_are_left_out_of_the_ranking(
     assert main(base + two + [str(files[0]), str(files[1])]) == 1
     assert 'named like the input' in capsys.readouterr().err
     assert not any((tmp_path / 'o2').glob('*'))  # nothing written
+
+
+def test_blank_slices_are_left_out_of_the_ranking_and_counted(
+    checkpoint, tmp_path, capsys
+):
+    """The air above the head (slices of one value) is never suggested; the
+    CLI says how many such slices it left out."""
+    from napari_vmunet.measure import read_csv
+
+    brain, _ = load_sample('brain')
+    data = np.asarray(brain.data)
+    blank = [z for z in range(data.shape[0]) if np.ptp(data[z]) == 0]
+    crop = data[[90, blank[0], 100], 80:140, 60:130]
+    path = write_image(tmp_path / 'with_air.tif', crop)
+    table = tmp_path / 'next.csv'
+    args = ['predict', '-m', str(checkpoint), '-o', str(tmp_path / 'out'), '-q']
+    assert main(args + ['--uncertainty', str(table), str(path)]) == 0
+    assert '1 blank slice(s) left out' in capsys.readouterr().out
+    assert sorted(read_csv(table)['slice'].tolist()) == [0, 2]
