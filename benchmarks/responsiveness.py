@@ -84,10 +84,12 @@ class FullCollections:
 
 
 def settle() -> None:
-    """Let a dock that just loaded its model lay itself out: its first
-    layout with the model's description widens it, and napari redraws the
-    narrower canvas (~80 ms).  No click lands that fast, and counting it
-    would charge the dock's opening to the work measured next."""
+    """Spin the event loop for :data:`SETTLE_S`: after a case, for the
+    repaint of its last change; before one, so that a dock that just loaded
+    its model lays itself out (its first layout with the model's description
+    widens it, and napari redraws the narrower canvas, ~80 ms).  No click
+    lands that fast, and counting it would charge the dock's opening to the
+    work measured next."""
     end = time.monotonic() + SETTLE_S
     spin(lambda: time.monotonic() > end, SETTLE_S + 1)
 
@@ -104,8 +106,7 @@ def measure(name: str, start, done, timeout: float = 1800, split=None) -> list:
         start()
         spin(done, timeout)
         seconds = time.monotonic() - t0
-        settle = time.monotonic() + SETTLE_S  # the repaint after the last change
-        spin(lambda: time.monotonic() > settle, SETTLE_S + 1)
+        settle()  # the repaint after the last change
     monitor.stop()
     cut = split() if split else None
     gaps = [1000 * g for g in monitor.gaps]
