@@ -162,7 +162,7 @@ def test_a_dock_closed_while_its_checkpoint_is_read_reports_nothing(
 
 @pytest.mark.gui
 def test_the_first_runs_imports_are_done_when_the_dock_opens(
-    make_napari_viewer, qtbot, monkeypatch, good_ckpt
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, good_ckpt
 ):
     """MONAI's window helpers (1,600 modules with SciPy and scikit-image)
     are imported in a worker once a model has been read, not inside the
@@ -183,7 +183,11 @@ def test_the_first_runs_imports_are_done_when_the_dock_opens(
     widget.set_checkpoint(good_ckpt)
     qtbot.waitUntil(lambda: bool(calls), timeout=30_000)
     assert calls[0] is not threading.main_thread()
-    widget.set_checkpoint(good_ckpt)  # once per session
-    qtbot.waitUntil(lambda: 'parameters' in widget.model_info.text())
+    # once per session: reading another model does not import again
+    other = save_tiny(tmp_path, 'other', class_names=['bg', 'fg'])
+    reads = []
+    widget.model.described.connect(lambda ckpt: reads.append(ckpt.path))
+    widget.set_checkpoint(other)
+    qtbot.waitUntil(lambda: bool(reads), timeout=30_000)
     qtbot.wait(100)
-    assert len(calls) == 1
+    assert str(reads[-1]) == str(other) and len(calls) == 1
