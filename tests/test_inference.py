@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import types
 
@@ -355,6 +357,31 @@ def test_the_window_is_chosen_per_image_and_device_not_by_the_training_tile(tiny
     np.testing.assert_array_equal(pred.predict(image).labels, whole.labels)
     big = np.random.default_rng(4).random((600, 600)).astype(np.float32)
     assert list_steps(pred, big)[-1].total == 9  # 3 x 3 tiles of 256²
+
+
+def test_a_slice_in_one_window_is_the_models_output_and_needs_no_monai():
+    """One window covers the slice: nothing to blend, so the output passes
+    through unchanged (weights of one), and MONAI's window helpers (2 s of
+    imports at the start of every CLI run) are not imported.  Two windows
+    are blended with MONAI's Gaussian, strictly below one at the border."""
+    from napari_vmunet.rules.tiled_prediction import SliceWindows
+
+    one = SliceWindows.of(233, 197, None, 'cpu')
+    assert one.windows == [(slice(0, 256), slice(0, 224))]
+    assert bool((one.weights() == 1).all())
+    two = SliceWindows.of(300, 200, 256, 'cpu')
+    assert len(two.windows) == 2 and float(two.weights().min()) < 1
+    code = (
+        'import sys, numpy as np\n'
+        'from napari_vmunet.inference import Predictor\n'
+        "p = Predictor('demo-nuclei', device='cpu')\n"
+        'p.predict(np.random.default_rng(0).random((100, 120)))\n'
+        "print('monai' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == 'False', out.stderr
 
 
 class CountingModel(nn.Module):

@@ -12,7 +12,8 @@ from ..devices import (
     resolve_device,
 )
 from ..rules.normalization import ChannelMismatchError, check_normalization, normalize
-from .predictor import Cancelled, PredictionResult, Predictor, Progress
+from .predictor import Predictor
+from .results import Cancelled, PredictionResult, Progress
 
 __all__ = [
     'DEVICE_CHOICES',

@@ -22,6 +22,7 @@ Nothing is written to the caller's arrays; a cancelled run returns nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -35,7 +36,6 @@ import numpy as np
 import torch
 
 from .._generators import drive
-from .._text import format_duration
 from .._threads import default_threads, torch_threads
 from ..devices import resolve_device
 from ..model.gc_pause import gc_paused_steps
@@ -45,89 +45,27 @@ from ..rules.normalization import map_channels, normalize, override_normalizatio
 from ..rules.tiled_prediction import BlendedSlice, ConstantWindows, SliceWindows
 from ..rules.tiling import (
     DEFAULT_OVERLAP,
-    blend_weights,
     check_overlap,
     check_tile_size,
 )
+from ._run import Pace, RunOutputs, SliceInFlight
 from .fit import judge_fit, sample_planes
-from .uncertainty import SliceRanking, pixel_uncertainty
+from .results import Cancelled, PredictionResult, Progress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = {'cpu': 2, 'mps': 4, 'cuda': 8}
 
 
-class Cancelled(Exception):
-    """Raised by :meth:`Predictor.predict` when ``should_cancel`` said so."""
-
-
 @dataclass
-class Progress:
-    """One step of a prediction, as yielded by :meth:`Predictor.iter_predict`."""
+class _LazyChecks:
+    """The checks of a lazy image (dask, zarr), made on the planes the run
+    reads anyway: the intensities of every plane, and the model's fit on a
+    sample of them."""
 
-    done: int  # tiles processed so far
-    total: int  # tiles in the whole job
-    slices_done: int
-    slices_total: int
-    message: str = ''
-    #: what the user should know before the result arrives (the first
-    #: Progress of a run carries the warnings found up front)
-    warnings: tuple[str, ...] = ()
-    #: estimated time to the end, from the pace so far (None: no pace yet)
-    seconds_left: float | None = None
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-    def describe(self) -> str:
-        """``'slice 3/48, tile 3/48, about 40 s left'`` for a status line."""
-        parts = [self.message] if self.message else []
-        if self.slices_total > 1:
-            parts.append(f'slice {self.slices_done}/{self.slices_total}')
-        parts.append(f'tile {self.done}/{self.total}')
-        if self.seconds_left is not None and self.done < self.total:
-            parts.append(f'about {format_duration(self.seconds_left)} left')
-        return ', '.join(parts)
-
-
-@dataclass
-class PredictionResult:
-    labels: np.ndarray  # spatial shape of the input (channels removed)
-    probabilities: (
-        np.ndarray | None
-    )  # float16; (K, *spatial) or (*spatial) for one class
-    class_names: list[str]
-    device: str  # where it finally ran
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    #: with ``return_uncertainty``: the per-pixel uncertainty (normalised
-    #: entropy, 0 certain .. 1 a coin toss; float16, spatial shape) and
-    #: its mean per slice (``inference.uncertainty``)
-    uncertainty: np.ndarray | None = None
-    slice_uncertainty: np.ndarray | None = None
-    #: the axis of ``labels`` the slices were predicted along (None: 2-D)
-    slice_axis: int | None = None
-
-    def ranking(self, annotated: Any = ()) -> SliceRanking:
-        """The slices to annotate next, most uncertain first, without the
-        ``annotated`` ones (slice indices, or a labels array whose slices
-        with any label count as annotated).  Needs ``return_uncertainty``."""
-        from .uncertainty import annotated_slices, rank_slices
-
-        if self.slice_uncertainty is None:
-            raise ValueError(
-                'this prediction has no uncertainty: predict with '
-                'return_uncertainty=True (CLI: --uncertainty)'
-            )
-        if np.ndim(annotated) > 1:  # a labels array
-            if np.shape(annotated) != self.labels.shape:
-                raise ValueError(
-                    f'annotations of shape {np.shape(annotated)} do not match '
-                    f'the prediction, {self.labels.shape}'
-                )
-            annotated = annotated_slices(annotated, self.slice_axis)
-        return rank_slices(self.slice_uncertainty, annotated)
+    inspector: PlaneInspector
+    fit_planes: set[int]
+    fit_inputs: list[np.ndarray] = field(default_factory=list)
 
 
 def _is_blank(plane: np.ndarray) -> bool:
@@ -348,14 +286,14 @@ class Predictor:
         threads = None
         if self.device.type == 'cpu':
             threads = self.threads or default_threads()
+        axes = dict(
+            channel_axis=channel_axis,
+            slice_axis=slice_axis,
+            rgb=rgb,
+            channel_map=channel_map,
+        )
         steps = self._iter_predict(
-            image,
-            channel_axis,
-            slice_axis,
-            rgb,
-            channel_map,
-            return_probabilities,
-            return_uncertainty,
+            image, axes, return_probabilities, return_uncertainty
         )
         with torch_threads(threads):
             # the collector's full walks of napari's heap froze the viewer
@@ -363,171 +301,162 @@ class Predictor:
 
     def _iter_predict(
         self,
-        image,
-        channel_axis,
-        slice_axis,
-        rgb,
-        channel_map,
-        return_probabilities,
-        return_uncertainty=False,
+        image: Any,
+        axes: dict[str, Any],
+        return_probabilities: bool,
+        return_uncertainty: bool,
     ) -> Generator[Progress, None, PredictionResult]:
+        """The run: slices are read as their first window enters a batch and
+        written when their last one comes back (see ``_run``)."""
         start = time.perf_counter()
-        layout = image_layout(np.shape(image), channel_axis, slice_axis, rgb)
-        # in-memory images are checked before the run; lazy ones (dask, zarr)
-        # as their planes are read, so nothing is read twice
-        inspector = None
-        notes: list[str] = []
-        if isinstance(image, np.ndarray):
-            report = inspect_intensities(
-                image,
-                normalization=self.normalization,
-                nonfinite_background=self.nonfinite_background,
-            )
-            report.raise_errors()
-            notes += report.warnings
-            for note in notes:
-                warnings.warn(note, UserWarning, stacklevel=3)
-        else:
-            inspector = PlaneInspector(
-                self.normalization, nonfinite_background=self.nonfinite_background
-            )
-        # does the model suit the image?  Lazy images are judged on the
-        # planes the run reads anyway, at the end
-        fit_planes, fit_inputs = None, []
-        if inspector is None:
-            fit = self.assess_fit(
-                image,
-                channel_axis=channel_axis,
-                slice_axis=slice_axis,
-                rgb=rgb,
-                channel_map=channel_map,
-            )
-            # a model that cannot take the image fails below, with the fix
-            notes += self._fit_notes(fit) if fit.usable else []
-        else:
-            fit_planes = set(sample_planes(layout.n_slices))
-        spatial = layout.spatial_shape
-        height, width = (
-            s for i, s in enumerate(spatial) if i != slice_position(layout)
+        layout = image_layout(
+            np.shape(image), axes['channel_axis'], axes['slice_axis'], axes['rgb']
         )
-        geometry = SliceWindows.of(
-            height, width, self.tile_size, self.device.type, self.overlap
-        )
+        notes, lazy = self._check_image(image, layout, axes)
+        geometry = self._geometry(layout)
         windows = geometry.windows
         n_slices = layout.n_slices
         total = n_slices * len(windows)
-
-        k = self.num_classes
-        labels = np.zeros(spatial, dtype=np.uint8 if k < 255 else np.uint16)
-        probs = None
-        if return_probabilities:
-            probs = np.zeros(
-                ((k,) if k > 1 else ()) + spatial, dtype=self.probability_dtype
-            )
-        labels_view = _slice_first(labels, layout)
-        probs_view = _slice_first(probs, layout, offset=1 if k > 1 else 0)
-        unc = unc_view = slice_unc = None
-        if return_uncertainty:
-            unc = np.zeros(spatial, dtype=np.float16)
-            unc_view = _slice_first(unc, layout)
-            slice_unc = np.full(n_slices, np.nan)
-
+        outputs = RunOutputs.allocate(
+            layout,
+            self.num_classes,
+            self.threshold,
+            self.probability_dtype,
+            probabilities=return_probabilities,
+            uncertainty=return_uncertainty,
+        )
+        read = functools.partial(
+            self._read_slice,
+            image,
+            layout,
+            geometry,
+            axes['channel_map'],
+            lazy,
+            blank=return_uncertainty,
+        )
         batch_size = self.batch_size
-        weights = blend_weights(geometry.tile, self.device)
+        weights = geometry.weights(self.device)
         model = ConstantWindows(self._forward, self.device)
-        in_flight: dict[int, BlendedSlice] = {}
-        missing: dict[int, np.ndarray] = {}  # slice -> its non-finite pixels
-        blank: set[int] = set()  # slices of one value (uncertainty only)
+        in_flight: dict[int, SliceInFlight] = {}
         queue = [(z, w) for z in range(n_slices) for w in range(len(windows))]
         done = slices_done = 0
-        pos = 0
+        pace = Pace()
         yield Progress(0, total, 0, n_slices, 'starting', tuple(notes))
-        warm, first_batch = 0, time.perf_counter()
-        while pos < len(queue):
-            batch = queue[pos : pos + batch_size]
+        while done < len(queue):
+            batch = queue[done : done + batch_size]
             for z, _ in batch:
                 if z not in in_flight:
-                    plane = layout.plane(image, z)
-                    if inspector is not None:
-                        inspector.add(z, plane)
-                    if fit_planes is not None and z in fit_planes:
-                        x = normalize(plane, self.normalization)
-                        fit_inputs.append(
-                            map_channels(
-                                x, self.input_channels, channel_map, rgb=layout.rgb
-                            )
-                        )
-                    in_flight[z] = self._prepare(
-                        plane, layout.rgb, channel_map, geometry
-                    )
-                    if slice_unc is not None and _is_blank(plane):
-                        blank.add(z)
-                    if self.nonfinite_background:
-                        bad = ~np.isfinite(plane).all(axis=0)
-                        if bad.any():
-                            missing[z] = bad
+                    in_flight[z] = read(z)
+            inputs = [in_flight[z].blend.window_input(windows[w]) for z, w in batch]
             try:
-                out = model([in_flight[z].window_input(windows[w]) for z, w in batch])
+                out = model(inputs)
             except Exception as err:
                 if not _is_oom(err):
                     raise
-                batch_size, note = self._recover_from_oom(batch_size)
-                notes.append(note)
-                weights = blend_weights(geometry.tile, self.device)
-                model.device = self.device
-                model.clear()
-                for state in in_flight.values():  # the device may have changed
-                    state.to(self.device)
-                warnings.warn(note, RuntimeWarning, stacklevel=2)
+                batch_size = self._retry_after_oom(batch_size, notes, model, in_flight)
+                weights = geometry.weights(self.device)
                 continue
             for (z, w), tile_out in zip(batch, out, strict=True):
-                in_flight[z].add(windows[w], tile_out, weights)
-            pos += len(batch)
+                in_flight[z].blend.add(windows[w], tile_out, weights)
             done += len(batch)
-            for z in [z for z, s in in_flight.items() if s.remaining == 0]:
+            for z in [z for z, s in in_flight.items() if s.blend.remaining == 0]:
                 state = in_flight.pop(z)
-                p = state.probabilities(height, width)
-                p = self._write(p, labels_view, probs_view, z, missing.pop(z, None))
-                if unc_view is not None:
-                    u = pixel_uncertainty(p, one_class=k == 1)
-                    # a blank slice (air around a head) has nothing to
-                    # annotate: it gets no score and is never suggested
-                    slice_unc[z] = np.nan if z in blank else float(u.mean())
-                    unc_view[z] = u.cpu().numpy()
+                p = state.blend.probabilities(geometry.height, geometry.width)
+                outputs.write(z, p, state)
                 slices_done += 1
-            left = None
-            if warm:  # the pace since the first batch, which had one-off costs
-                pace = (time.perf_counter() - first_batch) / max(done - warm, 1)
-                left = pace * (total - done)
+            left = pace.seconds_left(done, total)
             yield Progress(done, total, slices_done, n_slices, seconds_left=left)
-            if warm == 0:
-                warm, first_batch = done, time.perf_counter()
-        if inspector is not None:
-            report = inspector.report()
-            report.raise_errors()
-            notes += report.warnings
-            for note in report.warnings:
-                warnings.warn(note, UserWarning, stacklevel=3)
-            kind = 'volume' if n_slices > 1 else '2d'
-            stats = getattr(self.checkpoint, 'training_stats', None)
-            notes += self._fit_notes(judge_fit(stats, fit_inputs, kind))
+            pace.first_batch_done(done)
+        if lazy is not None:
+            notes += self._check_read_planes(lazy, n_slices)
         return PredictionResult(
-            labels=labels,
-            probabilities=probs,
+            labels=outputs.labels,
+            probabilities=outputs.probabilities,
             class_names=self.class_names,
             device=str(self.device),
             seconds=time.perf_counter() - start,
             warnings=notes,
-            uncertainty=unc,
-            slice_uncertainty=slice_unc,
+            uncertainty=outputs.uncertainty,
+            slice_uncertainty=outputs.slice_uncertainty,
             slice_axis=slice_position(layout),
         )
 
     # -- steps ------------------------------------------------------------
-    def _prepare(self, plane, rgb, channel_map, geometry) -> BlendedSlice:
+    def _geometry(self, layout: ImageLayout) -> SliceWindows:
+        """The windows of each slice, for this image and device."""
+        height, width = (
+            s for i, s in enumerate(layout.spatial_shape) if i != slice_position(layout)
+        )
+        return SliceWindows.of(
+            height, width, self.tile_size, self.device.type, self.overlap
+        )
+
+    def _check_image(
+        self, image: Any, layout: ImageLayout, axes: dict[str, Any]
+    ) -> tuple[list[str], _LazyChecks | None]:
+        """The warnings known before the run, and, for a lazy image (dask,
+        zarr), the checks to make on the planes as the run reads them, so
+        that nothing is read twice.  Unusable intensities raise here."""
+        if not isinstance(image, np.ndarray):
+            inspector = PlaneInspector(
+                self.normalization, nonfinite_background=self.nonfinite_background
+            )
+            return [], _LazyChecks(inspector, set(sample_planes(layout.n_slices)))
+        report = inspect_intensities(
+            image,
+            normalization=self.normalization,
+            nonfinite_background=self.nonfinite_background,
+        )
+        report.raise_errors()
+        notes = list(report.warnings)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=4)
+        # does the model suit the image?  One that cannot take it fails
+        # later, with the fix
+        fit = self.assess_fit(image, **axes)
+        notes += self._fit_notes(fit) if fit.usable else []
+        return notes, None
+
+    def _check_read_planes(self, lazy: _LazyChecks, n_slices: int) -> list[str]:
+        """The warnings about a lazy image, from the planes the run read."""
+        report = lazy.inspector.report()
+        report.raise_errors()
+        for note in report.warnings:
+            warnings.warn(note, UserWarning, stacklevel=4)
+        kind = 'volume' if n_slices > 1 else '2d'
+        stats = getattr(self.checkpoint, 'training_stats', None)
+        fit = judge_fit(stats, lazy.fit_inputs, kind)
+        return list(report.warnings) + self._fit_notes(fit)
+
+    def _read_slice(
+        self,
+        image: Any,
+        layout: ImageLayout,
+        geometry: SliceWindows,
+        channel_map: Sequence[int] | None,
+        lazy: _LazyChecks | None,
+        z: int,
+        *,
+        blank: bool,
+    ) -> SliceInFlight:
+        """Read plane ``z`` once: checked (if lazy), normalised, padded;
+        with ``blank``, whether it holds one value (for the uncertainty)."""
+        plane = layout.plane(image, z)
         x = normalize(plane, self.normalization)
-        x = map_channels(x, self.input_channels, channel_map, rgb=rgb)
-        return BlendedSlice.start(x, geometry, self.num_classes, self.device)
+        x = map_channels(x, self.input_channels, channel_map, rgb=layout.rgb)
+        if lazy is not None:
+            lazy.inspector.add(z, plane)
+            if z in lazy.fit_planes:
+                lazy.fit_inputs.append(x)
+        missing = None
+        if self.nonfinite_background:
+            bad = ~np.isfinite(plane).all(axis=0)
+            missing = bad if bad.any() else None
+        return SliceInFlight(
+            blend=BlendedSlice.start(x, geometry, self.num_classes, self.device),
+            missing=missing,
+            blank=blank and _is_blank(plane),
+        )
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -540,24 +469,23 @@ class Predictor:
         y = y.float()
         return y if self.num_classes == 1 else torch.softmax(y, dim=1)
 
-    def _write(
-        self, p: torch.Tensor, labels, probs, z: int, missing=None
-    ) -> torch.Tensor:
-        """Write slice ``z``; returns its probabilities as written (missing
-        data set to background), which the uncertainty is computed from."""
-        if missing is not None:  # missing data is background, for certain
-            bad = torch.from_numpy(missing).to(p.device)
-            p = p.clone()
-            p[:, bad] = 0.0
-            if self.num_classes > 1:
-                p[0, bad] = 1.0
-        if self.num_classes == 1:
-            labels[z] = (p[0] >= self.threshold).cpu().numpy()
-        else:
-            labels[z] = p.argmax(0).cpu().numpy()
-        if probs is not None:
-            probs[z] = (p[0] if self.num_classes == 1 else p).cpu().numpy()
-        return p
+    def _retry_after_oom(
+        self,
+        batch_size: int,
+        notes: list[str],
+        model: ConstantWindows,
+        in_flight: dict[int, SliceInFlight],
+    ) -> int:
+        """The batch size to retry with after running out of memory; notes
+        and warns what changed, and moves the run to the new device."""
+        batch_size, note = self._recover_from_oom(batch_size)
+        notes.append(note)
+        warnings.warn(note, RuntimeWarning, stacklevel=4)
+        model.device = self.device
+        model.clear()
+        for state in in_flight.values():  # the device may have changed
+            state.blend.to(self.device)
+        return batch_size
 
     def _recover_from_oom(self, batch_size: int) -> tuple[int, str]:
         if self.device.type == 'cuda':
@@ -584,14 +512,3 @@ class Predictor:
             'out of memory on the CPU with one tile at a time: use a smaller '
             'tile size or close other programs'
         )
-
-
-def _slice_first(array: np.ndarray | None, layout: ImageLayout, offset: int = 0):
-    """A view of an output array with the slice axis first (a leading axis
-    of length 1 for a 2-D image), so slice ``z`` is ``view[z]``."""
-    if array is None:
-        return None
-    pos = slice_position(layout)
-    if pos is None:
-        return array[None]
-    return np.moveaxis(array, pos + offset, 0)

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..rules.tiling import DEFAULT_OVERLAP
-from .predictor import PredictionResult, Predictor, Progress
+from .predictor import Predictor
+from .results import PredictionResult, Progress
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,14 @@ class SliceWindows:
         ph, pw = padded_shape(height, width, tile)
         return cls(height, width, tile, (ph, pw), tile_slices(ph, pw, tile, overlap))
 
+    def weights(self, device: torch.device | str = 'cpu') -> torch.Tensor:
+        """The blend weights of a window: Gaussian, or ones when one window
+        covers the slice (nothing to blend, so the output passes through
+        unchanged and MONAI's window helpers are not imported)."""
+        if len(self.windows) == 1:
+            return torch.ones(self.tile, dtype=torch.float32, device=device)
+        return blend_weights(self.tile, device)
+
 
 @dataclass
 class BlendedSlice:
@@ -185,7 +193,7 @@ def predict_slice(
     probabilities ``(B, K, h, w)``."""
     geometry = SliceWindows.of(*image.shape[-2:], edge, device.type, overlap)
     state = BlendedSlice.start(image, geometry, channels_out, device)
-    weights = blend_weights(geometry.tile, device)
+    weights = geometry.weights(device)
     windows = geometry.windows
     model = ConstantWindows(forward, device)
     for i in range(0, len(windows), batch_size):

@@ -126,6 +126,10 @@ def tile_slices(
 ) -> list[tuple[slice, slice]]:
     """Windows covering a (padded) ``height x width`` image."""
     overlap = check_overlap(overlap)
+    if (height, width) == tuple(tile):
+        # one window covers it: no window arithmetic, and no import of
+        # MONAI (2 s) for the commonest case, a slice in one window
+        return [(slice(0, height), slice(0, width))]
     interval = tuple(
         size if size == t else max(1, int(t * (1 - overlap)))
         for size, t in zip((height, width), tile, strict=True)
