@@ -26,6 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='segment images/volumes with a checkpoint',
         description=__doc__.splitlines()[0].split(': ', 1)[1],
     )
+    _add_model_options(p)
+    _add_extra_outputs(p)
+    _add_image_options(p)
+    _add_run_options(p)
+    add_object_options(p, predict=True)
+    p.set_defaults(func=run)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """What to segment, with which model, into where, on which device."""
     p.add_argument(
         'inputs',
         nargs='+',
@@ -53,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.5,
         help='probability threshold for one-class models',
     )
+
+
+def _add_extra_outputs(p: argparse.ArgumentParser) -> None:
+    """What is written besides the labels: probabilities, the uncertainty
+    ranking (and the annotations it leaves out) and the uncertainty map."""
     p.add_argument(
         '--probabilities',
         action='store_true',
@@ -80,6 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='also write the per-pixel uncertainty of each input beside its '
         'labels (<name>_uncertainty, TIFF for PNG inputs)',
     )
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    """How an image is read into the model: slice axis, channels,
+    normalisation and missing data."""
     p.add_argument(
         '--slice-axis',
         default=None,
@@ -102,6 +122,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='label NaN / infinite pixels (missing data) background; without '
         'it they count as the darkest or brightest finite value, with a warning',
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How the run goes: tiling and batches, overwriting, the progress bar."""
     p.add_argument(
         '--tile-size',
         type=int,
@@ -118,8 +142,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='replace output files that exist already (inputs are never overwritten)',
     )
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bar')
-    add_object_options(p, predict=True)
-    p.set_defaults(func=run)
 
 
 def parse_slice_axis(spec: str | None) -> str | int | None:
@@ -277,31 +299,14 @@ def _notes(skipped: list[Path], renamed: list[str]) -> list[str]:
 
 
 def _predict_all(args, plan, slice_spec, channel_map) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..checkpoint import load_checkpoint
-    from ..inference import Predictor
-    from ..io import read_image, write_image, write_labels
-    from ..zoo import resolve_model
+    """Predict this rank's share of the plan: a file that fails is reported
+    and skipped, the tables of the others are written at the end, and the
+    exit code says whether any failed."""
     from ._text import printable
 
     rank, world, local_rank = _rank()
     mine = plan[rank::world]
-    device = args.device
-    if world > 1 and device == 'auto' and torch.cuda.is_available():
-        device = f'cuda:{local_rank % torch.cuda.device_count()}'
-    checkpoint = load_checkpoint(resolve_model(args.model))
-    predictor = Predictor(
-        checkpoint,
-        device=device,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        normalization=args.normalization,
-        nonfinite_background=args.nonfinite_background,
-    )
+    predictor = _predictor(args, world, local_rank)
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     failures = []
     tables: list = []
@@ -309,59 +314,14 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
     for item in mine:
         path = item.source
         try:
-            image = read_image(path)
-            bar = tqdm(
-                total=1,
-                desc=f'{prefix}{path.name}',
-                unit='tile',
-                disable=args.quiet,
-                leave=False,
+            _predict_one(
+                args,
+                predictor,
+                item,
+                (slice_spec, channel_map),
+                prefix,
+                (tables, rankings),
             )
-
-            def show(step, bar=bar):
-                bar.total = step.total
-                bar.update(step.done - bar.n)
-
-            result = predictor.predict(
-                image.data,
-                channel_axis=image.channel_axis,
-                slice_axis=_slice_axis(slice_spec, image.axes, path.name),
-                rgb=image.rgb,
-                channel_map=channel_map,
-                return_probabilities=args.probabilities or _needs_probabilities(args),
-                return_uncertainty=args.uncertainty is not None or args.uncertainty_map,
-                progress=show,
-            )
-            bar.close()
-            labels, table = _objects(args, image, result)
-            write_labels(item.labels, labels, like=image)
-            written = [item.labels]
-            if table is not None:
-                tables.append((path.name, table))
-            if item.probabilities is not None:
-                probs = result.probabilities
-                axes = image.axes.replace('C', '')
-                if probs.ndim > result.labels.ndim:
-                    axes = 'C' + axes
-                write_image(item.probabilities, probs, like=image, axes=axes)
-                written.append(item.probabilities)
-            if item.uncertainty is not None:
-                write_image(item.uncertainty, result.uncertainty, like=image)
-                written.append(item.uncertainty)
-            if args.uncertainty is not None:
-                annotated = _annotations(args.annotations, path, read_image)
-                rankings.append((path.name, result.ranking(annotated)))
-            counts = ', '.join(
-                f'{printable(name)}: {int((result.labels == i).sum())} px'
-                for i, name in enumerate(result.class_names)
-                if i
-            )
-            print(
-                f'{prefix}{path} -> {", ".join(map(str, written))} '
-                f'({result.seconds:.1f} s on {result.device}; {counts})'
-            )
-            for note in result.warnings:
-                print(f'{prefix}  warning: {printable(note)}', file=sys.stderr)
         except Exception as err:  # noqa: BLE001 - report, skip, go on
             if args.debug:
                 raise
@@ -378,6 +338,121 @@ def _predict_all(args, plan, slice_spec, channel_map) -> int:
         print(f'{prefix}{len(failures)} of {len(mine)} file(s) failed', file=sys.stderr)
         return 1
     return 0
+
+
+def _predictor(args: argparse.Namespace, world: int, local_rank: int):
+    """The model, loaded once for all the files, on this rank's own GPU
+    under torchrun (when there are GPUs and --device is auto)."""
+    import torch
+
+    from ..checkpoint import load_checkpoint
+    from ..inference import Predictor
+    from ..zoo import resolve_model
+
+    device = args.device
+    if world > 1 and device == 'auto' and torch.cuda.is_available():
+        device = f'cuda:{local_rank % torch.cuda.device_count()}'
+    checkpoint = load_checkpoint(resolve_model(args.model))
+    return Predictor(
+        checkpoint,
+        device=device,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        normalization=args.normalization,
+        nonfinite_background=args.nonfinite_background,
+    )
+
+
+def _predict_one(args, predictor, item, specs, prefix: str, collected) -> None:
+    """One input of the plan: predict it, write its outputs, add its objects
+    table and its ranking to ``collected`` and say what was written.  An
+    error goes up to :func:`_predict_all`, which reports it and goes on."""
+    from ..io import read_image, write_labels
+
+    tables, rankings = collected
+    path = item.source
+    image = read_image(path)
+    result = _predict_image(args, predictor, image, path.name, specs, prefix)
+    labels, table = _objects(args, image, result)
+    write_labels(item.labels, labels, like=image)
+    written = [item.labels]
+    if table is not None:
+        tables.append((path.name, table))
+    written += _write_maps(item, image, result)
+    if args.uncertainty is not None:
+        annotated = _annotations(args.annotations, path, read_image)
+        rankings.append((path.name, result.ranking(annotated)))
+    _print_result(prefix, path, written, result)
+
+
+def _predict_image(args, predictor, image, name: str, specs, prefix: str):
+    """The prediction of one image, with a progress bar over its tiles."""
+    from tqdm.auto import tqdm
+
+    slice_spec, channel_map = specs
+    bar = tqdm(
+        total=1,
+        desc=f'{prefix}{name}',
+        unit='tile',
+        disable=args.quiet,
+        leave=False,
+    )
+
+    def show(step, bar=bar):
+        bar.total = step.total
+        bar.update(step.done - bar.n)
+
+    result = predictor.predict(
+        image.data,
+        channel_axis=image.channel_axis,
+        slice_axis=_slice_axis(slice_spec, image.axes, name),
+        rgb=image.rgb,
+        channel_map=channel_map,
+        return_probabilities=args.probabilities or _needs_probabilities(args),
+        return_uncertainty=args.uncertainty is not None or args.uncertainty_map,
+        progress=show,
+    )
+    bar.close()
+    return result
+
+
+def _write_maps(item, image, result) -> list[Path]:
+    """The probabilities and the uncertainty map, where the plan has a file
+    for them; returns the files written."""
+    from ..io import write_image
+
+    written = []
+    if item.probabilities is not None:
+        probs = result.probabilities
+        axes = image.axes.replace('C', '')
+        if probs.ndim > result.labels.ndim:
+            axes = 'C' + axes
+        write_image(item.probabilities, probs, like=image, axes=axes)
+        written.append(item.probabilities)
+    if item.uncertainty is not None:
+        write_image(item.uncertainty, result.uncertainty, like=image)
+        written.append(item.uncertainty)
+    return written
+
+
+def _print_result(prefix: str, path: Path, written: list, result) -> None:
+    """The line for one input (what was written, how long it took, the
+    pixels per class) and the prediction's warnings."""
+    from ._text import printable
+
+    counts = ', '.join(
+        f'{printable(name)}: {int((result.labels == i).sum())} px'
+        for i, name in enumerate(result.class_names)
+        if i
+    )
+    print(
+        f'{prefix}{path} -> {", ".join(map(str, written))} '
+        f'({result.seconds:.1f} s on {result.device}; {counts})'
+    )
+    for note in result.warnings:
+        print(f'{prefix}  warning: {printable(note)}', file=sys.stderr)
 
 
 def _needs_probabilities(args: argparse.Namespace) -> bool:

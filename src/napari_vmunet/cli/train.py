@@ -52,6 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'checkpoint (by validation Dice) to --output and a resumable one next '
         'to it (*.last.safetensors).',
     )
+    _add_data_options(parser)
+    _add_recipe_options(parser)
+    _add_model_options(parser)
+    _add_run_options(parser)
+    _add_provenance_options(parser)
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.set_defaults(func=run)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The files: images and labels in, checkpoints out (a new run, a
+    resumed one, or one that replaces an earlier run)."""
     add = parser.add_argument
     add('--images', nargs='+', required=True, metavar='IMG', help='image files')
     add(
@@ -77,6 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='replace the checkpoints of an earlier run at --output (without '
         'this, an existing output is refused unless --resume)',
     )
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The training recipe: a preset and what may override it."""
+    add = parser.add_argument
     add(
         '--preset',
         choices=('scratch', 'finetune', 'full'),
@@ -92,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add('--size', type=int, help='training tile size, a multiple of 32 (default 256)')
     add('--batch-size', type=int, help='tiles per step')
     add('--lr', type=float, help='learning rate')
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model and its labels: classes, widths, normalisation and how
+    the label maps are annotated."""
+    add = parser.add_argument
     add('--num-classes', type=int, help='output classes (1 = foreground vs background)')
     add('--class-names', metavar='A,B,...', help='names, background first')
     add(
@@ -113,6 +136,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'napari-convpaint/ilastik -- 0 = not annotated, 1 = background, '
         'k+1 = class k (one class: 2 = foreground); only painted pixels train',
     )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """How the run goes: validation share, device, seed, time, threads,
+    augmentation and what is trained."""
+    add = parser.add_argument
     add('--val-fraction', type=float, default=0.2, help='share held out (default 0.2)')
     add('--device', default='auto', help='auto (default), cpu, cuda, cuda:N or mps')
     add('--seed', type=int, default=0, help='random seed (default 0)')
@@ -131,6 +160,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='fine-tune only the decoder and head (faster steps; '
         'needs --init or --resume)',
     )
+
+
+def _add_provenance_options(parser: argparse.ArgumentParser) -> None:
+    """What the checkpoint records about the run besides the command."""
+    add = parser.add_argument
     add('--notes', help='free text stored in the checkpoint provenance')
     add(
         '--training-data',
@@ -138,8 +172,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='describe the training data in the checkpoint provenance '
         '(default: the file names and slice counts)',
     )
-    add('--quiet', action='store_true', help='no progress bar')
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

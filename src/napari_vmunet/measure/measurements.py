@@ -70,8 +70,28 @@ def iter_measure(
     ``intensity_mean`` / ``intensity_min`` / ``intensity_max`` (``_c<i>`` per
     channel).
     """
-    from skimage.measure import regionprops
+    labels, classes, class_names, notes = _label_map(labels, classes, class_names)
+    geometry = geometry or Geometry.pixels(labels.ndim)
+    if geometry.ndim != labels.ndim:
+        raise ValueError(
+            f'the geometry is {geometry.ndim}D but the label map is {labels.ndim}D'
+        )
+    intensity = _intensity(image, channel_axis, labels.shape)
+    lookup = None if classes is None else np.asarray(classes, dtype=np.int64)
+    columns = yield from _measure_regions(labels, intensity, geometry)
+    table = _table(columns, lookup, class_names)
+    table.notes = notes + _notes(labels, geometry, len(columns['label']), notes)
+    return table
 
+
+def _label_map(
+    labels: np.ndarray | Objects,
+    classes: Any,
+    class_names: Sequence[str] | None,
+) -> tuple[np.ndarray, Any, Sequence[str] | None, list[str]]:
+    """The label map as a checked integer array, with the classes, class
+    names and notes of :class:`Objects` when it is one (class names given
+    explicitly win), so that the rest reads one kind of input."""
     if isinstance(labels, Objects):
         classes = labels.classes
         class_names = class_names or labels.class_names
@@ -86,13 +106,16 @@ def iter_measure(
         labels = labels.astype(np.uint8)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f'a label map holds whole numbers, got {labels.dtype}')
-    geometry = geometry or Geometry.pixels(labels.ndim)
-    if geometry.ndim != labels.ndim:
-        raise ValueError(
-            f'the geometry is {geometry.ndim}D but the label map is {labels.ndim}D'
-        )
-    intensity = _intensity(image, channel_axis, labels.shape)
-    lookup = None if classes is None else np.asarray(classes, dtype=np.int64)
+    return labels, classes, class_names, notes
+
+
+def _measure_regions(
+    labels: np.ndarray, intensity: Any, geometry: Geometry
+) -> Generator[Progress, None, dict]:
+    """The measured columns, one row per label value present: regionprops
+    on each value's own bounding box, :data:`_CHUNK` regions between two
+    progress checks, so that a GUI can show progress and cancel."""
+    from skimage.measure import regionprops
 
     yield Progress('measure', 0, 0, 'finding the objects')
     found = [(i + 1, box) for i, box in enumerate(find_boxes(labels)) if box]
@@ -109,7 +132,14 @@ def iter_measure(
         if reporter.due():
             yield reporter.step(min(start + _CHUNK, len(found)))
     yield reporter.step(len(found))
+    return columns
 
+
+def _table(
+    columns: dict, lookup: np.ndarray | None, class_names: Sequence[str] | None
+) -> Table:
+    """The table of the measured ``columns``, the class of each label first
+    (from ``lookup`` for an instance map; else the label is the class)."""
     ids = columns['label']
     index = ids.copy()
     if lookup is not None:
@@ -123,7 +153,6 @@ def iter_measure(
     for name, values in columns.items():
         if name != 'label':
             table[name] = values
-    table.notes = notes + _notes(labels, geometry, len(found), notes)
     return table
 
 

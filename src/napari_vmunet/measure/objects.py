@@ -133,10 +133,56 @@ def iter_objects(
         1: pixels touching by a face are connected; ``labels.ndim``: also
         by an edge or corner.
     """
-    from scipy import ndimage as ndi
-    from skimage.measure import label as sk_label
-
     labels = _check_labels(labels)
+    steps = _checked_steps(
+        labels,
+        geometry,
+        connectivity,
+        split_touching,
+        split_on,
+        probabilities,
+        (split_depth, split_smoothing),
+        min_size,
+        fill_holes,
+    )
+    lookup, passes, names = _passes(labels, instances, classes, class_names)
+    objects = _ObjectMap(labels, lookup, steps)
+    yield Progress('objects', 0, 0, 'connected components')
+    for pass_no, cls in enumerate(passes):
+        what = 'objects' if cls is None else class_name(names, cls)
+        task = f'{what} ({pass_no + 1}/{len(passes)})'
+        yield from _add_pass(objects, cls, connectivity, task)
+    return objects.result(names)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What :func:`iter_objects` does to every connected component, checked
+    once, so that the per-component work takes one argument, not six."""
+
+    #: pixel spacing relative to the finest axis: the distance transform is
+    #: isotropic in space, and the split depth is counted in the finest pixels
+    spacing: np.ndarray
+    fill_holes: bool
+    split: bool
+    depth_sigma: tuple[float, float]
+    probabilities: np.ndarray | None
+    min_size: float
+
+
+def _checked_steps(
+    labels: np.ndarray,
+    geometry: Geometry | None,
+    connectivity: int,
+    split_touching: bool,
+    split_on: str,
+    probabilities: Any,
+    depth_sigma: tuple[float, float],
+    min_size: float,
+    fill_holes: bool,
+) -> _Steps:
+    """The options of :func:`iter_objects` checked before any work (a wrong
+    one fails at once, not after the labelling) and gathered as steps."""
     ndim = labels.ndim
     geometry = geometry or Geometry.pixels(ndim)
     if geometry.ndim != ndim:
@@ -149,6 +195,7 @@ def iter_objects(
         raise ValueError(f'split_on must be one of {SPLIT_ON}, got {split_on!r}')
     if not np.isfinite(min_size) or min_size < 0:
         raise ValueError(f'the minimum object size must be >= 0, got {min_size}')
+    split_depth, split_smoothing = depth_sigma
     if split_depth <= 0 or not np.isfinite(split_depth):
         raise ValueError(f'split_depth must be > 0 pixels, got {split_depth}')
     if split_smoothing < 0 or not np.isfinite(split_smoothing):
@@ -157,15 +204,27 @@ def iter_objects(
         probabilities = _check_probabilities(probabilities, labels.shape)
     else:
         probabilities = None
-
-    # pixel spacing relative to the finest axis: the distance transform is
-    # isotropic in space, and split_depth is counted in the finest pixels
     spacing = np.asarray(geometry.spacing)
-    spacing = spacing / spacing.min()
+    return _Steps(
+        spacing=spacing / spacing.min(),
+        fill_holes=fill_holes,
+        split=split_touching,
+        depth_sigma=depth_sigma,
+        probabilities=probabilities,
+        min_size=min_size,
+    )
 
-    out = np.zeros(labels.shape, dtype=np.int32)
-    object_classes: list[int] = [0]
-    notes: list[str] = []
+
+def _passes(
+    labels: np.ndarray,
+    instances: bool,
+    classes: Any,
+    class_names: Sequence[str] | None,
+) -> tuple[np.ndarray | None, list[int | None], list[str]]:
+    """The labelling passes (each foreground class of a semantic map on its
+    own; an instance map in one pass, ``None``), the class of every
+    instance id (``None`` for a semantic map) and the class names."""
+    lookup = None
     if instances:
         lookup = _instance_classes(labels, classes)
         passes: list[int | None] = [None]
@@ -175,66 +234,115 @@ def iter_objects(
         passes = list(present)
         n_classes = max(present, default=0) + 1
     names = list(class_names) if class_names else default_class_names(n_classes)
+    return lookup, passes, names
 
+
+class _ObjectMap:
+    """The instance map being built: the parts of each component take the
+    next free ids, their classes are recorded, and the objects dropped for
+    their size are counted for the notes."""
+
+    def __init__(
+        self, labels: np.ndarray, lookup: np.ndarray | None, steps: _Steps
+    ) -> None:
+        self.labels = labels
+        self.lookup = lookup
+        self.steps = steps
+        self.out = np.zeros(labels.shape, dtype=np.int32)
+        self.classes: list[int] = [0]
+        self.dropped = 0
+
+    def add(
+        self, components: np.ndarray, index: int, box: tuple[slice, ...], cls
+    ) -> None:
+        """Component ``index`` of ``components`` (bounding box ``box``), of
+        class ``cls`` (``None``: the class of its instance id)."""
+        box = _pad(box, self.labels.shape)
+        mask = components[box] == index
+        if cls is None:
+            value = self.labels[box][mask].flat[0]
+            this_class = int(self.lookup[value])
+        else:
+            this_class = cls
+        parts, dropped = _parts(mask, self.labels[box], box, this_class, self.steps)
+        self.dropped += dropped
+        target = self.out[box]
+        for part in range(1, int(parts.max()) + 1):
+            where = parts == part
+            if where.any():
+                # filled holes and watershed regions never leave the
+                # component's own pixels or the background
+                target[where & (target == 0)] = len(self.classes)
+                self.classes.append(this_class)
+
+    def result(self, names: list[str]) -> Objects:
+        """The objects found, with a note when there are none or some were
+        dropped."""
+        notes: list[str] = []
+        if len(self.classes) == 1:
+            notes.append(
+                'no objects: every object was smaller than the minimum size'
+                if self.dropped
+                else 'no objects: the label map has no foreground (every pixel is 0)'
+            )
+        elif self.dropped:
+            notes.append(
+                f'{self.dropped} object(s) smaller than the minimum size were dropped'
+            )
+        classes = np.asarray(self.classes, dtype=np.int32)
+        return Objects(self.out, classes, names, notes)
+
+
+def _add_pass(
+    objects: _ObjectMap, cls: int | None, connectivity: int, task: str
+) -> Generator[Progress, None, None]:
+    """One labelling pass: the connected components of class ``cls`` (or
+    of every instance id), added to ``objects`` one at a time, with
+    progress between them so that a GUI can show it and cancel."""
+    from skimage.measure import label as sk_label
+
+    labels = objects.labels
+    source = labels if cls is None else labels == cls
+    components = sk_label(source, background=0, connectivity=connectivity)
+    del source
+    boxes = find_boxes(components)
+    reporter = _Reporter('objects', len(boxes), task)
+    yield reporter.step(0)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        objects.add(components, index, box, cls)
+        if reporter.due():
+            yield reporter.step(index)
+    yield reporter.step(len(boxes))
+
+
+def _parts(
+    mask: np.ndarray,
+    crop: np.ndarray,
+    box: tuple[slice, ...],
+    cls: int,
+    steps: _Steps,
+) -> tuple[np.ndarray, int]:
+    """The objects of one component (``mask`` on its box; ``crop``: the
+    label map there) after the steps asked for: holes filled, touching
+    objects split, small ones dropped.  Returns them as ids 1..n on the
+    box, and how many were dropped for their size."""
+    from scipy import ndimage as ndi
+
+    if steps.fill_holes:
+        mask = ndi.binary_fill_holes(mask) & ((crop == 0) | mask)
+    parts = mask.astype(np.int32)
+    if steps.split:
+        parts = _split(
+            mask, steps.spacing, steps.depth_sigma, steps.probabilities, cls, box
+        )
     dropped = 0
-    yield Progress('objects', 0, 0, 'connected components')
-    for pass_no, cls in enumerate(passes):
-        source = labels if cls is None else labels == cls
-        components = sk_label(source, background=0, connectivity=connectivity)
-        del source
-        boxes = find_boxes(components)
-        what = 'objects' if cls is None else class_name(names, cls)
-        reporter = _Reporter(
-            'objects', len(boxes), f'{what} ({pass_no + 1}/{len(passes)})'
-        )
-        yield reporter.step(0)
-        for index, box in enumerate(boxes, start=1):
-            if box is None:
-                continue
-            box = _pad(box, labels.shape)
-            mask = components[box] == index
-            if cls is None:
-                value = labels[box][mask].flat[0]
-                this_class = int(lookup[value])
-            else:
-                this_class = cls
-            if fill_holes:
-                mask = ndi.binary_fill_holes(mask) & ((labels[box] == 0) | mask)
-            parts = mask.astype(np.int32)
-            if split_touching:
-                parts = _split(
-                    mask,
-                    spacing,
-                    (split_depth, split_smoothing),
-                    probabilities,
-                    this_class,
-                    box,
-                )
-            if min_size > 0:
-                kept = _remove_small(parts, min_size)
-                dropped += int(parts.max()) - len(np.unique(kept[kept > 0]))
-                parts = kept
-            target = out[box]
-            for part in range(1, int(parts.max()) + 1):
-                where = parts == part
-                if where.any():
-                    # filled holes and watershed regions never leave the
-                    # component's own pixels or the background
-                    target[where & (target == 0)] = len(object_classes)
-                    object_classes.append(this_class)
-            if reporter.due():
-                yield reporter.step(index)
-        yield reporter.step(len(boxes))
-
-    if len(object_classes) == 1:
-        notes.append(
-            'no objects: every object was smaller than the minimum size'
-            if dropped
-            else 'no objects: the label map has no foreground (every pixel is 0)'
-        )
-    elif dropped:
-        notes.append(f'{dropped} object(s) smaller than the minimum size were dropped')
-    return Objects(out, np.asarray(object_classes, dtype=np.int32), names, notes)
+    if steps.min_size > 0:
+        kept = _remove_small(parts, steps.min_size)
+        dropped = int(parts.max()) - len(np.unique(kept[kept > 0]))
+        parts = kept
+    return parts, dropped
 
 
 def _present_classes(labels: np.ndarray) -> list[int]:
