@@ -97,7 +97,10 @@ class RunOutputs:
         if one_class:
             self._labels[z] = (p[0] >= self.threshold).cpu().numpy()
         else:
-            self._labels[z] = p.argmax(0).cpu().numpy()
+            # max().indices is argmax (the first maximum on ties); argmax
+            # over a short class axis takes a slow path on CPUs: 10 ms
+            # against 0.6 ms for a 3 x 233 x 197 slice, 5 % of a brain run
+            self._labels[z] = p.max(0).indices.cpu().numpy()
         if self._probabilities is not None:
             self._probabilities[z] = (p[0] if one_class else p).cpu().numpy()
         if self._uncertainty is not None:
