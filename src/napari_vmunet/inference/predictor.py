@@ -306,8 +306,7 @@ class Predictor:
         return_probabilities: bool,
         return_uncertainty: bool,
     ) -> Generator[Progress, None, PredictionResult]:
-        """The run: slices are read as their first window enters a batch and
-        written when their last one comes back (see ``_run``)."""
+        """The run: a slice is read with its first window, written with its last."""
         start = time.perf_counter()
         layout = image_layout(
             np.shape(image), axes['channel_axis'], axes['slice_axis'], axes['rgb']
