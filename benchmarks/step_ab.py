@@ -70,9 +70,15 @@ class NoScan(torch.autograd.Function):
         return gy, gy, *zeros, None, None
 
 
-def without_scan(*scan_modules) -> None:
-    for module in scan_modules:
-        module.BlockedSelectiveScan = NoScan
+def without_scan(*packages: str) -> None:
+    """``NoScan`` where each model package's torch scan looks its core up:
+    ``scan_torch`` (``scan`` before the split of issue #15)."""
+    for package in packages:
+        importlib.import_module(f'{package}.scan')  # and scan_torch, where it is
+        for name in ('scan', 'scan_torch'):
+            module = sys.modules.get(f'{package}.{name}')
+            if module is not None:
+                module.BlockedSelectiveScan = NoScan
 
 
 def ratio(a: list[float], b: list[float]) -> float:
@@ -197,9 +203,7 @@ def main() -> None:
         if args.scan:
             scan_rounds(old, args.rounds, CLOCKS[args.clock])
         if args.no_scan:
-            from napari_vmunet.model import scan
-
-            without_scan(scan, sys.modules[old.__name__.rsplit('.', 1)[0] + '.scan'])
+            without_scan('napari_vmunet.model', old.__name__.rsplit('.', 1)[0])
             print('scan core replaced by a stand-in in both versions')
         step_rounds(old, args.rounds, CLOCKS[args.clock])
 

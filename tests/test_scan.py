@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_vmunet.model import scan as S
+from napari_vmunet.model import scan_torch
 from napari_vmunet.model.scan import selective_scan, selective_scan_reference
 
 # (channels D = 4 directions x 2C, length L) of the four VM-UNet stages at 256^2
@@ -287,7 +288,7 @@ def test_smaller_state_chunks_take_longer_blocks_and_stay_exact(monkeypatch):
 def test_both_decay_exponentials_match_the_reference(monkeypatch, decay):
     # the CPU scan computes exp(d A) as exp or as exp2(d A log2 e), whichever
     # this machine measured faster; both must be exact, stress inputs too
-    monkeypatch.setattr(S, '_decay_base', lambda device_type: decay)
+    monkeypatch.setattr(scan_torch, '_decay_base', lambda device_type: decay)
     inputs = make_inputs(2, 64, 300, stress=True, seed=12)
     ref_y, ref = grads(loop_reference, inputs, NAMES, torch.float64)
     y, fast = grads(
@@ -317,13 +318,13 @@ def test_collector_is_off_during_the_scan_and_restored_after(monkeypatch, enable
     # the scan's thousands of views would trigger full collections; it pauses
     # the collector in forward and backward and leaves it as it found it
     states = []
-    block_states = S._block_states
+    block_states = scan_torch._block_states
 
     def spy(*args):
         states.append(gc.isenabled())
         return block_states(*args)
 
-    monkeypatch.setattr(S, '_block_states', spy)
+    monkeypatch.setattr(scan_torch, '_block_states', spy)
     inputs = make_inputs(2, 64, 40, seed=3)
     (gc.enable if enabled else gc.disable)()
     try:
@@ -335,7 +336,7 @@ def test_collector_is_off_during_the_scan_and_restored_after(monkeypatch, enable
         )
         assert gc.isenabled() == enabled
         # a scan that fails midway restores it too
-        monkeypatch.setattr(S, '_block_states', lambda *a: 1 / 0)
+        monkeypatch.setattr(scan_torch, '_block_states', lambda *a: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             selective_scan(**inputs, backend='torch')
         assert gc.isenabled() == enabled
