@@ -188,3 +188,29 @@ def test_the_tiling_rules_agree_with_the_model_and_need_no_torch():
         [sys.executable, '-c', code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == 'False', out.stderr
+
+
+#: issue #15: a module of one job stays short enough to read whole, and a
+#: function short enough to see at once.  The scan kernels are the one
+#: exception: a fused pass over a block reads best in one piece.
+MODULE_LINES = 520
+FUNCTION_LINES = 80
+LONG_KERNELS = {'_fwd_kernel', '_bwd_kernel', 'forward', 'backward'}
+KERNEL_MODULES = ('model/scan', 'model/_triton', 'model/_scan')
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        text = path.read_text(encoding='utf-8')
+        if text.count('\n') > MODULE_LINES:
+            too_long.append(f'{rel}: {text.count(chr(10))} lines')
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            kernel = rel.startswith(KERNEL_MODULES) and node.name in LONG_KERNELS
+            if lines > FUNCTION_LINES and not kernel:
+                too_long.append(f'{rel}:{node.lineno} {node.name}: {lines} lines')
+    assert not too_long, 'split these by job:\n' + '\n'.join(too_long)
