@@ -13,10 +13,12 @@ per-round ratios, and with ``--scan`` the scan alone (forward + backward) at
 that model's four stage shapes, weighted by how often a step runs each.
 ``--no-scan`` replaces the scan's core (``BlockedSelectiveScan``) in both
 versions by a stand-in that costs next to nothing, to time the rest of the
-step on its own.
+step on its own.  ``--forward`` times inference instead of the step (issue
+#16, item 6): the built-in demo-brain model's forward on a batch of two
+256x224 windows (a brain slice in one window), in inference mode.
 
     python benchmarks/step_ab.py --against main --rounds 5 --clock cpu [--scan]
-                                 [--no-scan]
+                                 [--no-scan] [--forward]
 """
 
 from __future__ import annotations
@@ -139,6 +141,36 @@ def step_rounds(old_vmunet, rounds: int, clock) -> None:
     )
 
 
+def forward_rounds(old_vmunet, rounds: int, clock) -> None:
+    """demo-brain's forward in inference mode, by both versions in turn."""
+    from napari_vmunet.checkpoint import load_checkpoint
+    from napari_vmunet.model import vmunet as new_vmunet
+
+    model = load_checkpoint('demo-brain').model.eval()
+    ours = [m for m in model.modules() if type(m).__module__ == new_vmunet.__name__]
+    versions = {'revision': old_vmunet, 'this tree': new_vmunet}
+    x = torch.randn(2, model.input_channels, 256, 224)
+    times = {name: [] for name in versions}
+    with torch.inference_mode():
+        for r in range(rounds + 1):  # round 0 warms up
+            for name in list(versions)[:: 1 if r % 2 else -1]:
+                for m in ours:
+                    m.__class__ = getattr(versions[name], type(m).__name__)
+                start = clock()
+                model(x)
+                if r:
+                    times[name].append(clock() - start)
+    for m in ours:
+        m.__class__ = getattr(new_vmunet, type(m).__name__)
+    for name, t in times.items():
+        spread = ' '.join(f'{1e3 * v:.0f}' for v in t)
+        print(f'{name:<10} {1e3 * statistics.median(t):7.1f} ms  ({spread})')
+    print(
+        f'forward revision / this tree '
+        f'{ratio(times["revision"], times["this tree"]):.3f}x'
+    )
+
+
 def scan_rounds(old_vmunet, rounds: int, clock) -> None:
     from napari_vmunet.model import scan as new_scan
 
@@ -194,12 +226,18 @@ def main() -> None:
     parser.add_argument(
         '--no-scan', action='store_true', help='the step without the scan core'
     )
+    parser.add_argument(
+        '--forward', action='store_true', help="demo-brain's forward, not the step"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_line())
     print(f'{torch.get_num_threads()} thread(s), {args.clock} time, vs {args.against}')
     with tempfile.TemporaryDirectory() as tmp:
         old = import_revision(args.against, Path(tmp))
+        if args.forward:
+            forward_rounds(old, args.rounds, CLOCKS[args.clock])
+            return
         if args.scan:
             scan_rounds(old, args.rounds, CLOCKS[args.clock])
         if args.no_scan:

@@ -182,7 +182,6 @@ class BlockedSelectiveScan(torch.autograd.Function):
     def forward(ctx, u, d, A, B, C, block, slab):
         length, rows, per = u.shape
         nstate = A.shape[1]
-        du = d * u
         chunks = _chunks(rows, nstate * per, slab)
         y = u.new_empty(length, rows, per)
         save = any(ctx.needs_input_grad[:5])
@@ -193,12 +192,16 @@ class BlockedSelectiveScan(torch.autograd.Function):
         for r0, r1 in chunks:
             r = r1 - r0
             if len(chunks) == 1:  # one chunk: work on the inputs as they are
-                d_c, du_c, B_c, C_c, y_c = d, du, B, C, y
+                d_c, u_c, B_c, C_c, y_c = d, u, B, C, y
             else:  # contiguous per-chunk copies keep every block view flat
-                d_c, du_c, B_c, C_c = (t[:, r0:r1].contiguous() for t in (d, du, B, C))
+                d_c, u_c, B_c, C_c = (t[:, r0:r1].contiguous() for t in (d, u, B, C))
                 y_c = u.new_empty(length, r, per)
             A_c = A_s[r0:r1]
             dA_buf = u.new_empty(block, r, nstate, per)
+            # d*u a block at a time, in a buffer that stays in cache: for the
+            # whole sequence at once it was one more (L, rows, P) allocation,
+            # whose page faults cost more than the multiplication
+            du_buf = u.new_empty(block, r, 1, per)
             # two state buffers in turn: a block starts from the last state
             # of the one before, read in place
             H_bufs = (torch.empty_like(dA_buf), torch.empty_like(dA_buf))
@@ -209,21 +212,22 @@ class BlockedSelectiveScan(torch.autograd.Function):
             # costs as much as the arithmetic of a small block)
             blocks = zip(
                 _split(d_c[:, :, None], block),
-                _split(du_c[:, :, None], block),
+                _split(u_c[:, :, None], block),
                 _split(B_c[..., None], block),
                 _split(C_c.view(length * r, 1, nstate), block * r),
                 _split(y_c.view(length * r, 1, per), block * r),
                 strict=True,
             )
-            for i, (d_b, du_b, B_b, C_b, y_b) in enumerate(blocks):
+            for i, (d_b, u_b, B_b, C_b, y_b) in enumerate(blocks):
                 T = d_b.shape[0]
                 dA = dA_buf if block == T else dA_buf[:T]
+                du = du_buf if block == T else du_buf[:T]
                 H = H_bufs[i % 2] if block == T else H_bufs[i % 2][:T]
                 H_v = H_vs[i % 2]
                 if saved_v is not None:
                     saved_v[i].copy_(h)
                 getattr(torch.mul(d_b, A_c, out=dA), exp_)()
-                torch.mul(du_b, B_b, out=H)
+                torch.mul(torch.mul(d_b, u_b, out=du), B_b, out=H)
                 _block_states(dA_v, H_v, h, T)
                 torch.bmm(C_b, H.view(T * r, nstate, per), out=y_b)
                 h = H_v[T - 1]
@@ -400,7 +404,13 @@ def _scan_time_major(
     if delta_bias is not None:
         d = d + delta_bias.float()
     if delta_softplus:
-        d = F.softplus(d)
+        if delta_bias is not None and not (torch.is_grad_enabled() and d.requires_grad):
+            # d is ours (the sum above) and no gradient needs its input:
+            # softplus in place spares an (L, batch, D) allocation, whose
+            # page faults cost as much as the softplus's additions
+            torch._C._nn.softplus(d, 1.0, 20.0, out=d)
+        else:
+            d = F.softplus(d)
 
     def rowwise(M: torch.Tensor) -> torch.Tensor:  # (L, b, G, N) -> (L, R, N)
         M = _grouped_time_major(M, batch, dim, length, groups)
