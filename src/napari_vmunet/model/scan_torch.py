@@ -354,6 +354,24 @@ class BlockedSelectiveScan(torch.autograd.Function):
         return g_u, g_d, g_A, g_B, g_C, None, None
 
 
+def _step_sizes(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, softplus: bool
+) -> torch.Tensor:
+    """The final step sizes ``softplus(delta + delta_bias)`` in fp32 (each
+    part optional)."""
+    d = delta.float()
+    if delta_bias is not None:
+        d = d + delta_bias.float()
+    if not softplus:
+        return d
+    if delta_bias is not None and not (torch.is_grad_enabled() and d.requires_grad):
+        # d is ours (the sum above) and no gradient needs its input:
+        # softplus in place spares an (L, batch, D) allocation, whose page
+        # faults cost as much as the softplus's additions
+        return torch._C._nn.softplus(d, 1.0, 20.0, out=d)
+    return F.softplus(d)
+
+
 def _scan_time_major(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -400,17 +418,7 @@ def _scan_time_major(
         block = min(MAX_BLOCK, max(block, BLOCK_FLOATS // chunk))
 
     uf = u.float()
-    d = delta.float()
-    if delta_bias is not None:
-        d = d + delta_bias.float()
-    if delta_softplus:
-        if delta_bias is not None and not (torch.is_grad_enabled() and d.requires_grad):
-            # d is ours (the sum above) and no gradient needs its input:
-            # softplus in place spares an (L, batch, D) allocation, whose
-            # page faults cost as much as the softplus's additions
-            torch._C._nn.softplus(d, 1.0, 20.0, out=d)
-        else:
-            d = F.softplus(d)
+    d = _step_sizes(delta, delta_bias, delta_softplus)
 
     def rowwise(M: torch.Tensor) -> torch.Tensor:  # (L, b, G, N) -> (L, R, N)
         M = _grouped_time_major(M, batch, dim, length, groups)
