@@ -11,6 +11,7 @@ predicted slice by slice, and a short fine-tuning run on the brain labels
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,7 +103,10 @@ def brain(training: bool = True) -> None:
     train.image_layer.set_value(viewer.layers[0])
     train.labels_layer.set_value(truth)
     train.epochs.setValue(5)
-    train.output.setText('/tmp/napari-vmunet-docs/brain-tuned.safetensors')
+    # a fresh folder: the dock never overwrites a model that is already there
+    # (an earlier run's would stop this one at its overwrite question)
+    out = Path(tempfile.mkdtemp(prefix='napari-vmunet-docs-'))
+    train.output.setText(str(out / 'brain-tuned.safetensors'))
     train.parentWidget().raise_()
     train.start()
     wait(
