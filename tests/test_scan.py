@@ -346,3 +346,17 @@ def test_collector_is_off_during_the_scan_and_restored_after(monkeypatch, enable
     _, ref = grads(loop_reference, inputs, NAMES, torch.float64)
     for name in NAMES:
         assert rel_err(fast[name], ref[name]) <= 1e-5, name
+
+
+def test_the_step_sizes_softplus_in_place_leaves_the_callers_tensors_alone():
+    """Without gradients the scan applies softplus in place to its own sum
+    ``delta + delta_bias`` (one full-size allocation less); the caller's
+    ``delta`` must stay as it was, and the result as with gradients."""
+    inputs = make_inputs(2, 64, 48)
+    before = inputs['delta'].clone()
+    with torch.no_grad():
+        fast = selective_scan(**inputs, delta_softplus=True, backend='torch')
+    assert torch.equal(inputs['delta'], before)
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    graded = selective_scan(**leaves, delta_softplus=True, backend='torch')
+    assert torch.equal(fast, graded.detach())
