@@ -33,7 +33,7 @@ def test_info_system_describes_torch_and_devices(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info['napari_vmunet'] == __version__
     assert 'cpu' in info['devices']
-    assert info['scan_backend'] in ('torch', 'mamba', 'triton')
+    assert info['scan_backend'] in ('numba', 'torch', 'mamba', 'triton')
     assert info['scan_backend_reason']
     assert main(['info', '--system']) == 0
     assert 'scan:' in capsys.readouterr().out

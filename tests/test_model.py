@@ -111,7 +111,7 @@ def original_ss2d_forward(ss2d: SS2D, x: torch.Tensor) -> torch.Tensor:
     return ss2d.out_proj(y)
 
 
-@pytest.mark.parametrize('backend', ['torch', 'reference'])
+@pytest.mark.parametrize('backend', ['torch', 'numba', 'reference'])
 @pytest.mark.parametrize('hw', [(8, 12), (12, 8), (16, 16)])
 def test_ss2d_matches_the_original_on_non_square_maps(backend, hw):
     """64x96 images give 16x24 maps at stage 1: an H/W mix-up in the
@@ -128,14 +128,15 @@ def test_ss2d_matches_the_original_on_non_square_maps(backend, hw):
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
+@pytest.mark.parametrize('backend', ['torch', 'numba'])
 @pytest.mark.parametrize('hw', [(8, 12), (12, 8)])
-def test_ss2d_gradients_match_the_original(hw):
+def test_ss2d_gradients_match_the_original(hw, backend):
     """The cross-scan and cross-merge have hand-written gradients (each the
     other's transpose), the projections run as other products: every
     gradient, of the input and of each parameter, is the original's."""
     torch.manual_seed(1)
     ss2d = SS2D(d_model=24)
-    ss2d.scan_backend = 'torch'
+    ss2d.scan_backend = backend
     with torch.no_grad():
         ss2d.A_logs.add_(0.1 * torch.randn_like(ss2d.A_logs))
         ss2d.Ds.add_(0.1 * torch.randn_like(ss2d.Ds))
@@ -241,14 +242,15 @@ def test_gradients_match_between_fast_and_reference_scan():
     model = VMUNet(num_classes=2, **TINY).eval()
     x = torch.rand(1, 3, 32, 64) * 255
     grads = {}
-    for backend in ('torch', 'reference'):
+    for backend in ('torch', 'numba', 'reference'):
         model.zero_grad()
         model.set_scan_backend(backend)
         model(x).square().mean().backward()
         grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters()}
-    for name, g in grads['torch'].items():
-        ref = grads['reference'][name]
-        assert (g - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-12, name
+    for fast in ('torch', 'numba'):
+        for name, g in grads[fast].items():
+            ref = grads['reference'][name]
+            assert (g - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-12, (fast, name)
 
 
 def test_unknown_scan_backend_is_refused():

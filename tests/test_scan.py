@@ -1,4 +1,5 @@
-"""The fast pure-PyTorch selective scan against mamba-ssm's reference loop."""
+"""The fast CPU selective scans (the pure-PyTorch one and the numba kernels)
+against mamba-ssm's reference loop."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ STAGES = {
     'stage3': (3072, 256),
     'stage4': (6144, 64),
 }
+#: the CPU backends held to the reference's accuracy
+FAST = ('torch', 'numba')
 
 
 def make_inputs(batch, dim, length, groups=4, nstate=16, stress=False, seed=0):
@@ -98,11 +101,12 @@ def test_forward_matches_reference_on_vmunet_stage_shapes(stage):
             **{k: v.double() for k, v in inputs.items()}, delta_softplus=True
         )
         ref32 = selective_scan_reference(**inputs, delta_softplus=True)
-        fast = selective_scan(**inputs, delta_softplus=True, backend='torch')
-    assert torch.isfinite(fast).all()
-    assert fast.dtype == torch.float32
-    assert rel_err(fast, ref64) <= 1e-5
-    assert rel_err(fast, ref32) <= 1e-5
+        for backend in FAST:
+            fast = selective_scan(**inputs, delta_softplus=True, backend=backend)
+            assert torch.isfinite(fast).all(), backend
+            assert fast.dtype == torch.float32
+            assert rel_err(fast, ref64) <= 1e-5, backend
+            assert rel_err(fast, ref32) <= 1e-5, backend
 
 
 NAMES = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
@@ -123,15 +127,16 @@ def test_backward_matches_reference_on_vmunet_stage_shapes(stage):
     inputs = make_inputs(1, dim, length, seed=3)
     names = NAMES
     _, ref = grads(loop_reference, inputs, names, torch.float64)
-    _, fast = grads(
-        lambda **kw: selective_scan(**kw, backend='torch'),
-        inputs,
-        names,
-        torch.float32,
-    )
-    for name in names:
-        assert torch.isfinite(fast[name]).all(), name
-        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+    for backend in FAST:
+        _, fast = grads(
+            lambda **kw: selective_scan(**kw, backend=backend),  # noqa: B023
+            inputs,
+            names,
+            torch.float32,
+        )
+        for name in names:
+            assert torch.isfinite(fast[name]).all(), (backend, name)
+            assert rel_err(fast[name], ref[name]) <= 1e-5, (backend, name)
 
 
 def test_stress_inputs_stay_finite_and_accurate():
@@ -141,16 +146,17 @@ def test_stress_inputs_stay_finite_and_accurate():
     assert d.max() > 1.4  # the regime where cumsum/divide chunking overflows
     names = ['u', 'delta', 'A', 'B', 'C']
     ref_y, ref = grads(loop_reference, inputs, names, torch.float64)
-    y, fast = grads(
-        lambda **kw: selective_scan(**kw, backend='torch'),
-        inputs,
-        names,
-        torch.float32,
-    )
-    assert torch.isfinite(y).all()
-    assert rel_err(y, ref_y) <= 1e-5
-    for name in names:
-        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+    for backend in FAST:
+        y, fast = grads(
+            lambda **kw: selective_scan(**kw, backend=backend),  # noqa: B023
+            inputs,
+            names,
+            torch.float32,
+        )
+        assert torch.isfinite(y).all(), backend
+        assert rel_err(y, ref_y) <= 1e-5, backend
+        for name in names:
+            assert rel_err(fast[name], ref[name]) <= 1e-5, (backend, name)
 
 
 @pytest.mark.parametrize(
@@ -176,15 +182,16 @@ def test_other_B_C_layouts_and_z_gate(b_shape, c_shape):
     inputs['z'] = torch.randn(batch, dim, length, generator=g)
     names = list(inputs)
     ref_y, ref = grads(selective_scan_reference, inputs, names, torch.float64)
-    y, fast = grads(
-        lambda **kw: S.selective_scan(**kw, backend='torch', block=5, slab=64),
-        inputs,
-        names,
-        torch.float32,
-    )
-    assert rel_err(y, ref_y) <= 1e-5
-    for name in names:
-        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+    for backend in FAST:
+        y, fast = grads(
+            lambda **kw: S.selective_scan(**kw, backend=backend, block=5, slab=64),  # noqa: B023
+            inputs,
+            names,
+            torch.float32,
+        )
+        assert rel_err(y, ref_y) <= 1e-5, backend
+        for name in names:
+            assert rel_err(fast[name], ref[name]) <= 1e-5, (backend, name)
 
 
 def test_time_major_layout_is_the_same_scan():
@@ -195,7 +202,7 @@ def test_time_major_layout_is_the_same_scan():
             k: (v.movedim(-1, 0).contiguous() if k in 'u delta B C' else v)
             for k, v in inputs.items()
         }
-        for backend in ('torch', 'reference'):
+        for backend in (*FAST, 'reference'):
             out = selective_scan(
                 **tm, delta_softplus=True, backend=backend, time_major=True
             )
@@ -218,14 +225,16 @@ def test_bfloat16_inputs_are_computed_in_float32_and_returned_in_kind():
     inputs = make_inputs(1, 32, 20, seed=9)
     low = {k: v.bfloat16() if k in ('u', 'delta') else v for k, v in inputs.items()}
     with torch.no_grad():
-        out = selective_scan(**low, delta_softplus=True, backend='torch')
         ref = selective_scan_reference(**low, delta_softplus=True)
-    assert out.dtype == torch.bfloat16
-    assert rel_err(out.float(), ref.float()) <= 1e-2
+        for backend in FAST:
+            out = selective_scan(**low, delta_softplus=True, backend=backend)
+            assert out.dtype == torch.bfloat16
+            assert rel_err(out.float(), ref.float()) <= 1e-2, backend
 
 
-def test_auto_backend_is_torch_on_cpu():
-    assert S.resolve_backend('auto', 'cpu') == 'torch'
+def test_auto_backend_is_numba_on_cpu():
+    assert S.resolve_backend('auto', 'cpu') == 'numba'
+    assert S.backend_reason('cpu') == ('numba', 'the fused numba kernels run on CPUs')
     with pytest.raises(ValueError, match='unknown scan backend'):
         S.resolve_backend('fast', 'cpu')
 

@@ -384,12 +384,15 @@ def _scan_time_major(
     delta_softplus: bool,
     block: int | None = None,
     slab: int | None = None,
+    core: type[torch.autograd.Function] | None = None,
 ) -> torch.Tensor:
     """The ``"torch"`` backend on time-major tensors (see :func:`selective_scan`).
 
     Reshapes the problem into rows for :class:`BlockedSelectiveScan` with
     differentiable views and broadcasts, so autograd maps the row gradients
-    back to ``A``, ``B`` and ``C``.
+    back to ``A``, ``B`` and ``C``.  ``core`` runs the rows instead (the
+    numba scan) where its decays are sure to be non-positive; elsewhere
+    the blocked scan does.
     """
     if A.is_complex():
         raise NotImplementedError('complex A is not supported')
@@ -405,20 +408,18 @@ def _scan_time_major(
             'channels: their group count must divide the channel count'
         )
     per = dim // groups
-    # split wide groups so that one row's state (N x P) fits the slab
-    split = (
-        next(s for s in range(1, per + 1) if per % s == 0 and nstate * per // s <= slab)
-        if nstate * per > slab
-        else 1
-    )
-    P = per // split
-    rows = batch * groups * split
-    if explicit_block is None and u.device.type == 'cpu':
-        chunk = min(rows, max(1, slab // (nstate * P))) * nstate * P
-        block = min(MAX_BLOCK, max(block, BLOCK_FLOATS // chunk))
-
     uf = u.float()
     d = _step_sizes(delta, delta_bias, delta_softplus)
+    if core is not None and not _decays_non_positive(A, d, delta_softplus):
+        core = None
+    split = _row_split(per, nstate, slab, batch * groups, core is not None)
+    P = per // split
+    rows = batch * groups * split
+    if core is not None:
+        block = explicit_block  # its own checkpoint interval when None
+    elif explicit_block is None and u.device.type == 'cpu':
+        chunk = min(rows, max(1, slab // (nstate * P))) * nstate * P
+        block = min(MAX_BLOCK, max(block, BLOCK_FLOATS // chunk))
 
     def rowwise(M: torch.Tensor) -> torch.Tensor:  # (L, b, G, N) -> (L, R, N)
         M = _grouped_time_major(M, batch, dim, length, groups)
@@ -432,20 +433,54 @@ def _scan_time_major(
         .expand(batch, -1, -1, -1, -1)
         .reshape(rows, nstate, P)
     )
-    y = BlockedSelectiveScan.apply(
-        uf.reshape(length, rows, P).contiguous(),
-        d.reshape(length, rows, P).contiguous(),
-        A_rows.contiguous(),
-        rowwise(B),
-        rowwise(C),
-        int(block),
-        int(slab),
-    ).view(length, batch, dim)
-    if D is not None:
-        y = torch.addcmul(y, uf, D.float())  # one pass, not a product and a sum
+    y = (
+        (core or BlockedSelectiveScan)
+        .apply(
+            uf.reshape(length, rows, P).contiguous(),
+            d.reshape(length, rows, P).contiguous(),
+            A_rows.contiguous(),
+            rowwise(B),
+            rowwise(C),
+            block,
+            int(slab),
+        )
+        .view(length, batch, dim)
+    )
+    if D is not None:  # in place: y is ours, and a new (L, batch, D) costs page faults
+        y = y.addcmul_(uf, D.float())
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(u.dtype)
+
+
+def _row_split(per: int, nstate: int, slab: int, groups: int, fused: bool) -> int:
+    """Into how many rows each group's ``per`` channels are split.
+
+    The blocked scan splits wide groups so that one row's state
+    (``nstate x P``) fits its slab; the fused kernels, which share rows out
+    over threads, also split until every thread has a row (keeping rows of
+    at least 32 channels, the kernels' vector loops).
+    """
+    split = 1
+    if nstate * per > slab:
+        split = next(
+            s for s in range(1, per + 1) if per % s == 0 and nstate * per // s <= slab
+        )
+    if fused:
+        while (
+            groups * split < torch.get_num_threads()
+            and per % (2 * split) == 0
+            and per // (2 * split) >= 32
+        ):
+            split *= 2
+    return split
+
+
+def _decays_non_positive(A: torch.Tensor, d: torch.Tensor, softplus: bool) -> bool:
+    """Whether every ``d * A`` is <= 0 (softplus makes ``d`` positive)."""
+    if A.is_complex() or bool((A > 0).any()):
+        return False
+    return softplus or not bool((d < 0).any())
 
 
 def _time_major(x: torch.Tensor) -> torch.Tensor:

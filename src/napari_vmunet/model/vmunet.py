@@ -445,8 +445,8 @@ class VMUNet(nn.Module):
         return self.vmunet(x)
 
     def set_scan_backend(self, backend: str) -> None:
-        """Use ``backend`` (``auto``/``torch``/``reference``/``mamba``/``triton``) in
-        every SS2D block."""
+        """Use ``backend`` (``auto``/``torch``/``numba``/``reference``/``mamba``/
+        ``triton``) in every SS2D block."""
         if backend not in BACKENDS:
             raise ValueError(f'unknown scan backend {backend!r}; use one of {BACKENDS}')
         for m in self.modules():

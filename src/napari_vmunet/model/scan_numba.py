@@ -1,0 +1,134 @@
+"""The ``"numba"`` selective-scan backend: fused CPU kernels, with autograd.
+
+The default on CPUs when numba imports (it is a dependency; a machine where
+it does not import runs the ``"torch"`` scan instead).  The kernels
+(:mod:`._scan_numba_kernels`) fuse the whole recurrence into one pass per
+time step; numba compiles them with its own LLVM, so nothing needs a C
+compiler, and caches the machine code on disk after the first use (about
+2 s for the forward, 4 s for the backward, once per machine).
+
+:class:`NumbaSelectiveScan` has the signature of
+:class:`~napari_vmunet.model.scan_torch.BlockedSelectiveScan` and the same
+row layout, so :func:`~napari_vmunet.model.scan_torch._scan_time_major`
+runs either.  Its backward keeps the forward's state every ``block`` steps
+and recomputes the rest, like the torch scan.  Rows are shared out over
+``torch.get_num_threads()`` threads (the kernels release the GIL), so
+``torch.set_num_threads`` governs both backends.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .gc_pause import gc_paused
+from .scan_torch import LOG2E
+
+#: floats of recomputed states and decays the backward keeps per row and
+#: block (``2 x block x N x P``): about a 512 KB L2 cache
+BLOCK_FLOATS = 131072
+MIN_BLOCK, MAX_BLOCK = 4, 64
+
+
+class NumbaUnavailableError(RuntimeError):
+    """Raised when the numba scan is requested but numba cannot be imported."""
+
+
+@functools.cache
+def load_kernels():
+    """Import (and on first use, compile) the kernels, or explain why not."""
+    try:
+        from . import _scan_numba_kernels
+    except Exception as err:  # ImportError, or a numba that does not fit numpy
+        raise NumbaUnavailableError(
+            f'numba is not usable here ({type(err).__name__}: {err}); '
+            '`pip install numba` for the fast CPU scan, or use backend="torch"'
+        ) from err
+    return _scan_numba_kernels
+
+
+def numba_available() -> bool:
+    """True when the numba kernels import on this machine."""
+    try:
+        load_kernels()
+    except NumbaUnavailableError:
+        return False
+    return True
+
+
+def checkpoint_block(nstate: int, per: int) -> int:
+    """Steps between the states the forward keeps for the backward."""
+    return max(MIN_BLOCK, min(MAX_BLOCK, BLOCK_FLOATS // (2 * nstate * per)))
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix='vmunet-scan')
+
+
+def _over_rows(kernel, rows: int, *args) -> None:
+    """``kernel(*args, r0, r1)`` over all rows, shared out over threads."""
+    workers = max(1, min(rows, torch.get_num_threads()))
+    bounds = [rows * i // workers for i in range(workers + 1)]
+    jobs = [
+        _pool().submit(kernel, *args, r0, r1)
+        for r0, r1 in zip(bounds[1:-1], bounds[2:], strict=True)
+    ]
+    kernel(*args, bounds[0], bounds[1])  # the first share on this thread
+    for job in jobs:
+        job.result()
+
+
+def _np(t: torch.Tensor):
+    return t.detach().numpy()
+
+
+class NumbaSelectiveScan(torch.autograd.Function):
+    """The scan on rows, by the numba kernels.
+
+    Arguments and result as :class:`BlockedSelectiveScan` (``slab`` is not
+    used; ``block`` is the backward's checkpoint interval, ``None`` for
+    :func:`checkpoint_block`).  The decays must be non-positive
+    (``d >= 0``, ``A <= 0``), which the caller checks.
+    """
+
+    @staticmethod
+    @gc_paused
+    def forward(ctx, u, d, A, B, C, block, slab):
+        kernels = load_kernels()
+        length, rows, per = u.shape
+        nstate = A.shape[1]
+        block = int(block or checkpoint_block(nstate, per))
+        A2 = A * LOG2E  # the kernels' exp(x) is 2**(x log2 e)
+        save = any(ctx.needs_input_grad[:5])
+        nblocks = -(-length // block) if save else 0
+        saved = u.new_empty(nblocks, rows, nstate, per)
+        y = u.new_empty(length, rows, per)
+        _over_rows(
+            kernels._fwd_kernel,
+            rows,
+            *map(_np, (u, d, A2, B, C, y, saved)),
+            block,
+        )
+        if save:
+            ctx.save_for_backward(u, d, A, A2, B, C, saved)
+            ctx.block = block
+        return y
+
+    @staticmethod
+    @gc_paused
+    def backward(ctx, gy):
+        u, d, A, A2, B, C, saved = ctx.saved_tensors
+        rows = u.shape[1]
+        grads = tuple(torch.empty_like(t) for t in (u, d, A, B, C))
+        _over_rows(
+            load_kernels()._bwd_kernel,
+            rows,
+            *map(_np, (u, d, A, A2, B, C, gy.contiguous(), saved)),
+            ctx.block,
+            *map(_np, grads),
+        )
+        return *grads, None, None
