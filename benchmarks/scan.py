@@ -1,4 +1,4 @@
-"""Selective scan: our fast pure-PyTorch backend vs mamba-ssm's reference loop.
+"""Selective scan: our fast CPU backends vs mamba-ssm's reference loop.
 
 Side by side in one process, single thread, batch 1, on the four SS2D scan
 shapes of VM-UNet at 256x256 (D = 4 directions x 2C channels, L = H*W).
@@ -6,12 +6,15 @@ Each round runs every implementation once per stage in rotating order; the
 table gives median times and the median of the per-round paired ratios
 (these machines are noisy; only same-process paired ratios are stable).
 
-Two entry points of the fast backend are timed:
+Two backends, each by two entry points:
 
-* ``torch`` -- ``selective_scan(...)`` on mamba-ssm's ``(batch, D, L)``
-  layout, including the transposes to and from it;
-* ``torch-tm`` -- the time-major layout that SS2D feeds it (what the model
-  actually runs).
+* ``torch`` -- the pure-PyTorch blocked scan, ``selective_scan(...)`` on
+  mamba-ssm's ``(batch, D, L)`` layout, including the transposes to and
+  from it;
+* ``torch-tm`` -- the same on the time-major layout that SS2D feeds it
+  (what the model actually runs);
+* ``numba``, ``numba-tm`` -- the fused numba kernels (the default on CPUs),
+  the same two ways.
 
 Peak memory above the inputs is measured in a fresh subprocess per case
 (``ru_maxrss``): the reference materialises ``(batch, D, L, N)`` tensors,
@@ -80,14 +83,19 @@ IMPLS = {
     'torch-tm': lambda x: selective_scan(
         **x, delta_softplus=True, backend='torch', time_major=True
     ),
+    'numba': lambda x: selective_scan(**x, delta_softplus=True, backend='numba'),
+    'numba-tm': lambda x: selective_scan(
+        **x, delta_softplus=True, backend='numba', time_major=True
+    ),
 }
+FAST = [name for name in IMPLS if name != 'reference']
 
 
 def run_case(impl: str, width: int, length: int) -> None:
     """Subprocess body: one call, print the peak RSS growth in MiB."""
     torch.set_num_threads(1)
     inputs = make_inputs(width, length)
-    if impl == 'torch-tm':
+    if impl.endswith('-tm'):
         inputs = time_major(inputs)
     before = peak_rss_mib()
     with torch.no_grad():
@@ -127,11 +135,8 @@ def main() -> None:
     data = {}
     for stage, width, length in STAGES:
         plain = make_inputs(width, length)
-        data[stage] = {
-            'reference': plain,
-            'torch': plain,
-            'torch-tm': time_major(plain),
-        }
+        tm = time_major(plain)
+        data[stage] = {n: tm if n.endswith('-tm') else plain for n in names}
         with torch.no_grad():  # warm-up
             for n in names:
                 IMPLS[n](data[stage][n])
@@ -155,7 +160,8 @@ def main() -> None:
     header = (
         f'{"stage":9} {"D":>5} {"L":>5} | '
         + ' | '.join(f'{n:>9} ms' for n in names)
-        + ' | torch x | torch-tm x'
+        + ' | '
+        + ' | '.join(f'{n:>9} x' for n in FAST)
     )
     print(header)
     print('-' * len(header))
@@ -163,20 +169,19 @@ def main() -> None:
         cells = ' | '.join(
             f'{1e3 * statistics.median(times[(stage, n)]):12.1f}' for n in names
         )
-        print(
-            f'{stage:9} {8 * width:5d} {length:5d} | {cells} | '
-            f'{ratio([stage], "torch"):7.1f} | {ratio([stage], "torch-tm"):10.1f}'
-        )
+        ratios = ' | '.join(f'{ratio([stage], n):11.1f}' for n in FAST)
+        print(f'{stage:9} {8 * width:5d} {length:5d} | {cells} | {ratios}')
     all_stages = [s for s, *_ in STAGES]
     total = ' | '.join(
         f'{1e3 * sum(statistics.median(times[(s, n)]) for s in all_stages):12.1f}'
         for n in names
     )
-    summed = {n: ratio(all_stages, n) for n in ('torch', 'torch-tm')}
-    print(f'{"sum":21} | {total} | {summed["torch"]:7.1f} | {summed["torch-tm"]:10.1f}')
-    worst = {n: min(ratio([s], n) for s in all_stages) for n in ('torch', 'torch-tm')}
+    summed = {n: ratio(all_stages, n) for n in FAST}
+    ratios = ' | '.join(f'{summed[n]:11.1f}' for n in FAST)
+    print(f'{"sum":21} | {total} | {ratios}')
+    worst = {n: min(ratio([s], n) for s in all_stages) for n in FAST}
     print()
-    for n in ('torch', 'torch-tm'):
+    for n in FAST:
         ok = summed[n] >= 25 and worst[n] >= 12
         print(
             f'{n}: {summed[n]:.1f}x summed (target >= 25x), worst stage '

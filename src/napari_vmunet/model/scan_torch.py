@@ -391,8 +391,8 @@ def _scan_time_major(
     Reshapes the problem into rows for :class:`BlockedSelectiveScan` with
     differentiable views and broadcasts, so autograd maps the row gradients
     back to ``A``, ``B`` and ``C``.  ``core`` runs the rows instead (the
-    numba scan) where its decays are sure to be non-positive; elsewhere
-    the blocked scan does.
+    numba scan, with its ``step_sizes``) where the decays are sure to be
+    non-positive; elsewhere the blocked scan does.
     """
     if A.is_complex():
         raise NotImplementedError('complex A is not supported')
@@ -409,8 +409,12 @@ def _scan_time_major(
         )
     per = dim // groups
     uf = u.float()
-    d = _step_sizes(delta, delta_bias, delta_softplus)
-    if core is not None and not _decays_non_positive(A, d, delta_softplus):
+    if core is not None and (A.is_complex() or bool((A > 0).any())):
+        core = None  # a growing state: the fused kernels' exp2 is for decays
+    d = (_step_sizes if core is None else core.step_sizes)(
+        delta, delta_bias, delta_softplus
+    )
+    if core is not None and not delta_softplus and bool((d < 0).any()):
         core = None
     split = _row_split(per, nstate, slab, batch * groups, core is not None)
     P = per // split
@@ -474,13 +478,6 @@ def _row_split(per: int, nstate: int, slab: int, groups: int, fused: bool) -> in
         ):
             split *= 2
     return split
-
-
-def _decays_non_positive(A: torch.Tensor, d: torch.Tensor, softplus: bool) -> bool:
-    """Whether every ``d * A`` is <= 0 (softplus makes ``d`` positive)."""
-    if A.is_complex() or bool((A > 0).any()):
-        return False
-    return softplus or not bool((d < 0).any())
 
 
 def _time_major(x: torch.Tensor) -> torch.Tensor:
