@@ -36,6 +36,7 @@ LAYERS = {
     '_files': 0,
     '_memory': 0,
     '_threads': 0,
+    '_scan_warmup': 0,
     '_generators': 0,
     '_text': 0,
     'model': 1,

@@ -194,3 +194,32 @@ def test_numba_imports_on_first_scan_not_with_the_package():
         [sys.executable, '-c', code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == 'numba'
+
+
+def test_the_background_warm_up_compiles_and_auto_waits_for_it(monkeypatch):
+    from napari_vmunet import _scan_warmup
+
+    monkeypatch.setattr(_scan_warmup, '_process', None)
+    _scan_warmup.start()
+    process = _scan_warmup._process
+    assert process is not None
+    if _scan_warmup.running():
+        backend, why = S.backend_reason('cpu')
+        assert backend == 'torch' and 'compiled in the background' in why
+    assert process.wait(timeout=300) == 0
+    assert not _scan_warmup.running()
+    assert S.backend_reason('cpu')[0] == 'numba'
+    _scan_warmup.start()  # once per session
+    assert _scan_warmup._process is process
+
+
+def test_warm_up_runs_every_kernel_in_process():
+    scan_numba.warm_up()
+    kernels = scan_numba.load_kernels()
+    for name in (
+        '_fwd_kernel',
+        '_bwd_kernel',
+        '_softplus_kernel',
+        '_softplus_bwd_kernel',
+    ):
+        assert getattr(kernels, name).signatures, name

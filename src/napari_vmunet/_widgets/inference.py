@@ -45,6 +45,9 @@ class InferenceWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent=None):
         super().__init__(parent)
+        from .. import _scan_warmup
+
+        _scan_warmup.start()  # the CPU scan's kernels, before the first run
         from ._nextslice import NextSlicePanel
         from ._results_table import ObjectsPanel
 

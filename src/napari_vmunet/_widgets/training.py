@@ -47,6 +47,9 @@ class TrainingWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent=None):
         super().__init__(parent)
+        from .. import _scan_warmup
+
+        _scan_warmup.start()  # the CPU scan's kernels, before the first run
         from ._nextslice import NextSlicePanel
 
         self.viewer = napari_viewer

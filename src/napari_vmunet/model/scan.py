@@ -70,6 +70,7 @@ from typing import Literal
 
 import torch
 
+from .. import _scan_warmup
 from .scan_reference import selective_scan_reference
 
 # the dispatch calls three of these; the rest lived here before the split and
@@ -322,6 +323,11 @@ def backend_reason(device: torch.device | str) -> tuple[str, str]:
     if device.type == 'cuda':
         return _auto_cuda(_cuda_key(device))
     if device.type == 'cpu':
+        if _scan_warmup.running():
+            return 'torch', (
+                'the numba kernels are being compiled in the background (once '
+                'per installation); the pure-PyTorch scan runs meanwhile'
+            )
         return _auto_cpu()
     return 'torch', f'the pure-PyTorch scan runs on {device.type} devices'
 
@@ -375,43 +381,15 @@ def selective_scan(
     chunk (a power of two); ``slab`` only concerns the torch backend.
     """
     name = resolve_backend(backend, u.device)
+    scan = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if name == 'triton':
-        if u.device.type != 'cuda' and not _triton_interpreting():
-            raise TritonUnavailableError(
-                f'the triton scan runs on CUDA tensors; got {u.device.type} '
-                'tensors (use backend="torch", or set TRITON_INTERPRET=1 before '
-                'the first scan to run it slowly on the CPU for testing)'
-            )
-        return load_triton_backend().selective_scan_triton(
-            u,
-            delta,
-            A,
-            B,
-            C,
-            D,
-            z,
-            delta_bias,
-            delta_softplus,
-            time_major=time_major,
-            block_l=block,
-        )
+        return _triton_scan(*scan, time_major=time_major, block=block)
     if name in ('torch', 'numba'):  # time-major is their native layout
         if not time_major:
             u, delta, B, C, z = _relayout(_time_major, u, delta, B, C, z)
-        y = _scan_time_major(
-            u,
-            delta,
-            A,
-            B,
-            C,
-            D,
-            z,
-            delta_bias,
-            delta_softplus,
-            block,
-            slab,
-            core=_numba_core(u) if name == 'numba' else None,
-        )
+        core = _numba_core(u) if name == 'numba' else None
+        scan = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        y = _scan_time_major(*scan, block, slab, core=core)
         return y if time_major else _channels_first(y)
     if time_major:  # the other backends take mamba-ssm's layout
         u, delta, B, C, z = _relayout(_channels_first_any, u, delta, B, C, z)
@@ -436,6 +414,20 @@ def selective_scan(
             delta_softplus,
         )
     return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _triton_scan(*scan, time_major: bool, block: int | None) -> torch.Tensor:
+    """The triton backend on ``scan = (u, delta, A, B, C, D, z, delta_bias,
+    delta_softplus)``."""
+    if scan[0].device.type != 'cuda' and not _triton_interpreting():
+        raise TritonUnavailableError(
+            f'the triton scan runs on CUDA tensors; got {scan[0].device.type} '
+            'tensors (use backend="torch", or set TRITON_INTERPRET=1 before '
+            'the first scan to run it slowly on the CPU for testing)'
+        )
+    return load_triton_backend().selective_scan_triton(
+        *scan, time_major=time_major, block_l=block
+    )
 
 
 def _numba_core(u: torch.Tensor):

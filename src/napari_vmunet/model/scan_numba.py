@@ -59,6 +59,26 @@ def numba_available() -> bool:
     return True
 
 
+def warm_up() -> None:
+    """Compile every kernel (or load it from numba's disk cache) on a tiny
+    scan, forward and backward; see :mod:`napari_vmunet._scan_warmup`."""
+    from .scan import selective_scan
+
+    g = torch.Generator().manual_seed(0)
+    x = dict(
+        u=torch.randn(1, 64, 9, generator=g),
+        delta=torch.randn(1, 64, 9, generator=g),
+        A=-torch.rand(64, 16, generator=g) - 0.5,
+        B=torch.randn(1, 2, 16, 9, generator=g),
+        C=torch.randn(1, 2, 16, 9, generator=g),
+        delta_bias=torch.randn(64, generator=g),
+    )
+    with torch.enable_grad():
+        leaves = {k: v.requires_grad_() for k, v in x.items()}
+        y = selective_scan(**leaves, delta_softplus=True, backend='numba')
+        y.sum().backward()
+
+
 def checkpoint_block(nstate: int, per: int) -> int:
     """Steps between the states the forward keeps for the backward."""
     return max(MIN_BLOCK, min(MAX_BLOCK, BLOCK_FLOATS // (2 * nstate * per)))
@@ -67,6 +87,10 @@ def checkpoint_block(nstate: int, per: int) -> int:
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix='vmunet-scan')
+
+
+if hasattr(os, 'register_at_fork'):  # a forked child has none of the threads
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _over_rows(kernel, rows: int, *args) -> None:

@@ -409,13 +409,7 @@ def _scan_time_major(
         )
     per = dim // groups
     uf = u.float()
-    if core is not None and (A.is_complex() or bool((A > 0).any())):
-        core = None  # a growing state: the fused kernels' exp2 is for decays
-    d = (_step_sizes if core is None else core.step_sizes)(
-        delta, delta_bias, delta_softplus
-    )
-    if core is not None and not delta_softplus and bool((d < 0).any()):
-        core = None
+    core, d = _core_and_step_sizes(core, A, delta, delta_bias, delta_softplus)
     split = _row_split(per, nstate, slab, batch * groups, core is not None)
     P = per // split
     rows = batch * groups * split
@@ -455,6 +449,18 @@ def _scan_time_major(
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(u.dtype)
+
+
+def _core_and_step_sizes(core, A, delta, delta_bias, softplus):
+    """``(core, d)``: the fused ``core`` only where every decay ``d * A`` is
+    sure to be <= 0 (its exp2 is for decays; softplus makes ``d`` positive),
+    else ``None`` (the blocked scan); ``d`` by that core's ``step_sizes``."""
+    if core is not None and bool((A > 0).any()):
+        core = None  # a growing state
+    d = (_step_sizes if core is None else core.step_sizes)(delta, delta_bias, softplus)
+    if core is not None and not softplus and bool((d < 0).any()):
+        core = None
+    return core, d
 
 
 def _row_split(per: int, nstate: int, slab: int, groups: int, fused: bool) -> int:
