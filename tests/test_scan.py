@@ -232,7 +232,10 @@ def test_bfloat16_inputs_are_computed_in_float32_and_returned_in_kind():
             assert rel_err(out.float(), ref.float()) <= 1e-2, backend
 
 
-def test_auto_backend_is_numba_on_cpu():
+def test_auto_backend_is_numba_on_cpu(monkeypatch):
+    from napari_vmunet import _scan_warmup
+
+    monkeypatch.setattr(_scan_warmup, '_process', None)  # none running
     assert S.resolve_backend('auto', 'cpu') == 'numba'
     assert S.backend_reason('cpu') == ('numba', 'the fused numba kernels run on CPUs')
     with pytest.raises(ValueError, match='unknown scan backend'):

@@ -18,6 +18,15 @@ from napari_vmunet.model.scan import selective_scan, selective_scan_reference
 from test_scan import NAMES, grads, loop_reference, make_inputs, rel_err
 
 
+@pytest.fixture(autouse=True)
+def _no_warm_up_running(monkeypatch):
+    """A dock test earlier in the session may have started the background
+    warm-up; these tests decide for themselves."""
+    from napari_vmunet import _scan_warmup
+
+    monkeypatch.setattr(_scan_warmup, '_process', None)
+
+
 def test_exp2_matches_float64_to_a_float32_rounding_and_underflows_to_zero():
     from numba import njit
 
@@ -199,7 +208,6 @@ def test_numba_imports_on_first_scan_not_with_the_package():
 def test_the_background_warm_up_compiles_and_auto_waits_for_it(monkeypatch):
     from napari_vmunet import _scan_warmup
 
-    monkeypatch.setattr(_scan_warmup, '_process', None)
     _scan_warmup.start()
     process = _scan_warmup._process
     assert process is not None
@@ -223,3 +231,28 @@ def test_warm_up_runs_every_kernel_in_process():
         '_softplus_bwd_kernel',
     ):
         assert getattr(kernels, name).signatures, name
+
+
+def test_kernels_that_do_not_compile_leave_auto_on_the_torch_scan_and_say_so(
+    monkeypatch,
+):
+    def fails():
+        raise RuntimeError('LLVM ERROR: no target for this CPU')
+
+    monkeypatch.setattr(scan_numba, 'warm_up', fails)
+    S._auto_cpu.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match='do not compile here'):
+            backend, why = S.backend_reason('cpu')
+        assert backend == 'torch' and 'LLVM ERROR' in why
+    finally:
+        S._auto_cpu.cache_clear()
+
+
+def test_auto_on_cpu_checks_the_kernels_inside_inference_mode():
+    S._auto_cpu.cache_clear()
+    inputs = make_inputs(1, 32, 20, seed=8)
+    with torch.inference_mode():
+        out = selective_scan(**inputs, delta_softplus=True)
+    assert S.backend_reason('cpu')[0] == 'numba'
+    assert rel_err(out, selective_scan_reference(**inputs, delta_softplus=True)) <= 1e-5

@@ -334,13 +334,23 @@ def backend_reason(device: torch.device | str) -> tuple[str, str]:
 
 @functools.cache
 def _auto_cpu() -> tuple[str, str]:
-    """``(backend, why)`` for ``"auto"`` on CPUs, decided once."""
-    from .scan_numba import NumbaUnavailableError, load_kernels
+    """``(backend, why)`` for ``"auto"`` on CPUs, decided once: the numba
+    kernels when they import and compile (from numba's disk cache, after
+    the first time: a fraction of a second), else the torch scan."""
+    from .scan_numba import NumbaUnavailableError, warm_up
 
     try:
-        load_kernels()
+        warm_up()
     except NumbaUnavailableError as err:
         return 'torch', f'the pure-PyTorch scan runs ({err})'
+    except Exception as err:  # noqa: BLE001 - an LLVM that cannot build them here
+        warnings.warn(
+            f'the numba scan kernels do not compile here ({type(err).__name__}: '
+            f'{err}); using the pure-PyTorch scan, which is slower',
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return 'torch', f'the numba kernels do not compile here ({err})'
     return 'numba', 'the fused numba kernels run on CPUs'
 
 

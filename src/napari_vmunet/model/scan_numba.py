@@ -65,15 +65,17 @@ def warm_up() -> None:
     from .scan import selective_scan
 
     g = torch.Generator().manual_seed(0)
-    x = dict(
-        u=torch.randn(1, 64, 9, generator=g),
-        delta=torch.randn(1, 64, 9, generator=g),
-        A=-torch.rand(64, 16, generator=g) - 0.5,
-        B=torch.randn(1, 2, 16, 9, generator=g),
-        C=torch.randn(1, 2, 16, 9, generator=g),
-        delta_bias=torch.randn(64, generator=g),
-    )
-    with torch.enable_grad():
+    # tensors made in here are ordinary ones even when the caller predicts
+    # in inference mode, and so can carry gradients
+    with torch.inference_mode(False), torch.enable_grad():
+        x = dict(
+            u=torch.randn(1, 64, 9, generator=g),
+            delta=torch.randn(1, 64, 9, generator=g),
+            A=-torch.rand(64, 16, generator=g) - 0.5,
+            B=torch.randn(1, 2, 16, 9, generator=g),
+            C=torch.randn(1, 2, 16, 9, generator=g),
+            delta_bias=torch.randn(64, generator=g),
+        )
         leaves = {k: v.requires_grad_() for k, v in x.items()}
         y = selective_scan(**leaves, delta_softplus=True, backend='numba')
         y.sum().backward()
