@@ -14,7 +14,8 @@ are never positive (``delta >= 0``, ``A <= 0``; the caller checks):
 ``2**x = 2**k * 2**f`` with ``k = round(x)``, a degree-7 Taylor polynomial
 for ``2**f`` on ``|f| <= 1/2`` (truncation 5e-10, so the float32 rounding
 of about 1e-7 dominates) and ``2**k`` put together from its exponent bits.
-Below ``2**-127`` it returns 0, as float32 ``exp`` underflows too; NaN stays
+Below about ``2**-126`` (the smallest normal float32) it returns 0, as
+float32 ``exp`` underflows there too (to subnormals); NaN stays
 NaN.  Measured on an AVX2 EPYC: 0.32 ns per element, torch's ``exp2`` 0.63.
 
 :func:`_softplus` (the step sizes) is built on it: ``max(x, 0) +

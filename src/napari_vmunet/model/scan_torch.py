@@ -444,8 +444,13 @@ def _scan_time_major(
         )
         .view(length, batch, dim)
     )
-    if D is not None:  # in place: y is ours, and a new (L, batch, D) costs page faults
+    if D is not None and not torch.is_grad_enabled():
+        # in place: y is ours, and a new (L, batch, D) costs its page faults
         y = y.addcmul_(uf, D.float())
+    elif D is not None:
+        # not in place: on a view of the scan's output, autograd's backward
+        # then copies the gradient (a training step's scans 10-20 % slower)
+        y = torch.addcmul(y, uf, D.float())
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(u.dtype)
