@@ -1,6 +1,6 @@
 """Compiling the numba scan's kernels in the background, once per installation.
 
-numba compiles the fused CPU scan's kernels on their first use (about 13 s
+numba compiles the fused CPU scan's kernels on their first use (about 11 s
 on a 2-core AVX2 machine) and caches the machine code on disk; after that a
 process loads them in under a second.  Compiling holds the GIL, so inside
 napari it would stall the viewer: the docks start it in a separate, lower-

@@ -5,7 +5,7 @@ it does not import runs the ``"torch"`` scan instead).  The kernels
 (:mod:`._scan_numba_kernels`) fuse the whole recurrence into one pass per
 time step; numba compiles them with its own LLVM, so nothing needs a C
 compiler, and caches the machine code on disk after the first use (about
-13 s for all four kernels on a 2-core AVX2 EPYC, once per installation;
+11 s for all four kernels on a 2-core AVX2 EPYC, once per installation;
 a process then loads them in under a second).
 
 :class:`NumbaSelectiveScan` has the signature of
