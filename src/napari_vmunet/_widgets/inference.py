@@ -30,7 +30,7 @@ from ._controls import RunControls, button, status_label
 from ._docking import scrolling_layout
 from ._inference_image import ImageSection
 from ._inference_layers import DockRun, geometry, probability_writers, write_labels
-from ._inference_model import ModelSection, gone
+from ._inference_model import ModelSection, _warm_prediction_imports, gone
 from ._inference_options import OptionsSection
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ class InferenceWidget(QWidget):
         from .. import _scan_warmup
 
         _scan_warmup.start()  # the CPU scan's kernels, before the first run
+        # and a first prediction's imports, in a worker, as the dock opens: an
+        # import of MONAI triggered a 200-250 ms full collection in napari's
+        # heap, which stalled the viewer when it fell inside the first Run
+        _warm_prediction_imports()
         from ._nextslice import NextSlicePanel
         from ._results_table import ObjectsPanel
 
