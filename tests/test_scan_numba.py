@@ -256,3 +256,22 @@ def test_auto_on_cpu_checks_the_kernels_inside_inference_mode():
         out = selective_scan(**inputs, delta_softplus=True)
     assert S.backend_reason('cpu')[0] == 'numba'
     assert rel_err(out, selective_scan_reference(**inputs, delta_softplus=True)) <= 1e-5
+
+
+def test_softplus_without_a_bias_and_empty_sequences():
+    inputs = make_inputs(1, 32, 25, seed=9)
+    del inputs['delta_bias']
+    names = ['u', 'delta', 'A', 'B', 'C', 'D']
+    ref_y, ref = grads(loop_reference, inputs, names, torch.float64)
+    y, fast = grads(
+        lambda **kw: selective_scan(**kw, backend='numba'), inputs, names, torch.float32
+    )
+    assert rel_err(y, ref_y) <= 1e-5
+    for name in names:
+        assert rel_err(fast[name], ref[name]) <= 1e-5, name
+    for batch, length in ((1, 0), (2, 0), (0, 5)):  # nothing to scan, both CPU scans
+        empty = make_inputs(batch, 32, length, seed=9)
+        with torch.no_grad():
+            for backend in ('numba', 'torch'):
+                out = selective_scan(**empty, delta_softplus=True, backend=backend)
+                assert out.shape == (batch, 32, length), backend

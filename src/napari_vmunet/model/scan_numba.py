@@ -20,6 +20,7 @@ and recomputes the rest, like the torch scan.  Rows are shared out over
 from __future__ import annotations
 
 import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -140,9 +141,9 @@ def step_sizes(
     if not softplus:
         return d if delta_bias is None else d + delta_bias.float()
     bias = d.new_zeros(d.shape[-1]) if delta_bias is None else delta_bias.float()
-    flat = NumbaSoftplus.apply(
-        d.reshape(-1, d.shape[-1]).contiguous(), bias.contiguous()
-    )
+    bias = bias.contiguous()
+    rows = math.prod(d.shape[:-1])  # (not -1: that fails on empty tensors)
+    flat = NumbaSoftplus.apply(d.reshape(rows, d.shape[-1]).contiguous(), bias)
     return flat.view(d.shape)
 
 

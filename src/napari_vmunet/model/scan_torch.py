@@ -416,7 +416,7 @@ def _scan_time_major(
     if core is not None:
         block = explicit_block  # its own checkpoint interval when None
     elif explicit_block is None and u.device.type == 'cpu':
-        chunk = min(rows, max(1, slab // (nstate * P))) * nstate * P
+        chunk = max(1, min(rows, slab // (nstate * P))) * nstate * P
         block = min(MAX_BLOCK, max(block, BLOCK_FLOATS // chunk))
 
     def rowwise(M: torch.Tensor) -> torch.Tensor:  # (L, b, G, N) -> (L, R, N)
@@ -495,7 +495,7 @@ def _time_major(x: torch.Tensor) -> torch.Tensor:
     """``(batch, ..., L)`` -> ``(L, batch, ...)``, by 2-D transposes, which
     are several times faster than a general permute copy on CPU."""
     if x.shape[0] == 1:
-        flat = x.reshape(-1, x.shape[-1]).t().contiguous()
+        flat = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).t().contiguous()
         return flat.view(x.shape[-1], 1, *x.shape[1:-1])
     return x.movedim(-1, 0).contiguous()
 
