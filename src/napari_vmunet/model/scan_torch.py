@@ -444,6 +444,13 @@ def _scan_time_major(
         )
         .view(length, batch, dim)
     )
+    return _skip_and_gate(y, uf, D, z).to(u.dtype)
+
+
+def _skip_and_gate(
+    y: torch.Tensor, uf: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None
+) -> torch.Tensor:
+    """The scan's output ``y`` plus the skip term ``D u``, gated by ``silu(z)``."""
     if D is not None and not torch.is_grad_enabled():
         # in place: y is ours, and a new (L, batch, D) costs its page faults
         y = y.addcmul_(uf, D.float())
@@ -453,7 +460,7 @@ def _scan_time_major(
         y = torch.addcmul(y, uf, D.float())
     if z is not None:
         y = y * F.silu(z.float())
-    return y.to(u.dtype)
+    return y
 
 
 def _core_and_step_sizes(core, A, delta, delta_bias, softplus):
