@@ -92,6 +92,18 @@ def grads(fn, inputs: dict, names, dtype, seed=1):
     return y.detach(), dict(zip(names, got, strict=True))
 
 
+def fast_grads(inputs: dict, names, **options):
+    """``(backend, y, gradients)`` of each CPU scan in ``FAST``, in float32."""
+    for backend in FAST:
+        y, got = grads(
+            lambda **kw: selective_scan(**kw, backend=backend, **options),  # noqa: B023
+            inputs,
+            names,
+            torch.float32,
+        )
+        yield backend, y, got
+
+
 @pytest.mark.parametrize('stage', list(STAGES))
 def test_forward_matches_reference_on_vmunet_stage_shapes(stage):
     dim, length = STAGES[stage]
@@ -127,13 +139,7 @@ def test_backward_matches_reference_on_vmunet_stage_shapes(stage):
     inputs = make_inputs(1, dim, length, seed=3)
     names = NAMES
     _, ref = grads(loop_reference, inputs, names, torch.float64)
-    for backend in FAST:
-        _, fast = grads(
-            lambda **kw: selective_scan(**kw, backend=backend),  # noqa: B023
-            inputs,
-            names,
-            torch.float32,
-        )
+    for backend, _, fast in fast_grads(inputs, names):
         for name in names:
             assert torch.isfinite(fast[name]).all(), (backend, name)
             assert rel_err(fast[name], ref[name]) <= 1e-5, (backend, name)
@@ -146,13 +152,7 @@ def test_stress_inputs_stay_finite_and_accurate():
     assert d.max() > 1.4  # the regime where cumsum/divide chunking overflows
     names = ['u', 'delta', 'A', 'B', 'C']
     ref_y, ref = grads(loop_reference, inputs, names, torch.float64)
-    for backend in FAST:
-        y, fast = grads(
-            lambda **kw: selective_scan(**kw, backend=backend),  # noqa: B023
-            inputs,
-            names,
-            torch.float32,
-        )
+    for backend, y, fast in fast_grads(inputs, names):
         assert torch.isfinite(y).all(), backend
         assert rel_err(y, ref_y) <= 1e-5, backend
         for name in names:
@@ -182,13 +182,7 @@ def test_other_B_C_layouts_and_z_gate(b_shape, c_shape):
     inputs['z'] = torch.randn(batch, dim, length, generator=g)
     names = list(inputs)
     ref_y, ref = grads(selective_scan_reference, inputs, names, torch.float64)
-    for backend in FAST:
-        y, fast = grads(
-            lambda **kw: S.selective_scan(**kw, backend=backend, block=5, slab=64),  # noqa: B023
-            inputs,
-            names,
-            torch.float32,
-        )
+    for backend, y, fast in fast_grads(inputs, names, block=5, slab=64):
         assert rel_err(y, ref_y) <= 1e-5, backend
         for name in names:
             assert rel_err(fast[name], ref[name]) <= 1e-5, (backend, name)
