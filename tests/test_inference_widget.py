@@ -289,3 +289,24 @@ def test_the_dock_offers_the_fixes_for_outliers_and_missing_data(dock, qtbot):
         nonfinite_background=True,
     ).predict(x)
     np.testing.assert_array_equal(labels, want.labels)
+
+
+def test_the_diagnostics_line_names_the_scan_and_follows_its_background_compile(
+    dock, qtbot, monkeypatch
+):
+    """Worked out in a worker (it may load the numba scan); while the
+    background compile runs it says so, and it says numba once that ends."""
+    from napari_vmunet import _scan_warmup
+
+    _, widget = dock
+    qtbot.waitUntil(lambda: 'scan: ' in widget.diagnostics.text(), timeout=60_000)
+    assert 'scan: numba' in widget.diagnostics.text()
+    compiling = [True]
+    monkeypatch.setattr(_scan_warmup, 'running', lambda: compiling[0])
+    widget._update_diagnostics()
+    qtbot.waitUntil(
+        lambda: 'compiled in the background' in widget.diagnostics.text(),
+        timeout=10_000,
+    )
+    compiling[0] = False  # it ends: the line is worked out again
+    qtbot.waitUntil(lambda: 'scan: numba' in widget.diagnostics.text(), timeout=10_000)

@@ -16,6 +16,7 @@ and the next-slice panels) and the run: the widgets become a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -91,6 +92,9 @@ class InferenceWidget(QWidget):
         layout.addWidget(self.objects)
         layout.addStretch(1)
 
+        self._diagnostics_again = QTimer(self)
+        self._diagnostics_again.setSingleShot(True)
+        self._diagnostics_again.timeout.connect(self._update_diagnostics)
         self._update_diagnostics()
         self.model.usability_changed.connect(self._update_run_enabled)
         self.model.described.connect(self._follow_model)
@@ -151,11 +155,26 @@ class InferenceWidget(QWidget):
 
     # ------------------------------------------------------------- handlers
     def _update_diagnostics(self, *_args) -> None:
-        from ..inference import diagnostics, format_diagnostics
+        """The diagnostics line, worked out in a worker: on a CPU it may load
+        the numba scan (under a second from its disk cache), on CUDA it runs
+        the Triton self-check.  While the numba scan is being compiled in
+        the background the line says so, and it is worked out again after."""
+        from napari.qt.threading import create_worker
 
-        self.diagnostics.setText(
-            format_diagnostics(diagnostics(self.device.currentData()))
+        from .. import _scan_warmup
+
+        if _scan_warmup.running():
+            self._diagnostics_again.start(2000)
+        worker = create_worker(
+            _diagnostics_line, self.device.currentData(), _ignore_errors=True
         )
+        worker.returned.connect(self._show_diagnostics)
+        self._diagnostics_worker = worker  # keep a reference while it runs
+        worker.start()
+
+    def _show_diagnostics(self, line: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the dock closed meanwhile
+            self.diagnostics.setText(line)
 
     def _on_model_published(self, path: str, reason: str) -> None:
         self.set_checkpoint(path)
@@ -421,3 +440,10 @@ class InferenceWidget(QWidget):
         self._update_run_enabled()
         if self.progress.maximum() == 0:
             self.controls.show_progress(0, 1)
+
+
+def _diagnostics_line(device) -> str:
+    """The dock's diagnostics line for ``device`` (worker thread)."""
+    from ..inference import diagnostics, format_diagnostics
+
+    return format_diagnostics(diagnostics(device))
