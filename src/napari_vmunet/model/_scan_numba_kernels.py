@@ -88,7 +88,7 @@ def _exp2(x):
 
 @njit(inline='always', fastmath=_FORWARD_MATH, error_model='numpy')
 def _softplus(x):
-    """``log(1 + exp(x))``; also ``exp(-|x|)``, which its gradient needs."""
+    """``log(1 + exp(x))``."""
     e = _exp2(-abs(x) * _LOG2E)
     s = e / (_F(2.0) + e)
     s2 = s * s
@@ -98,7 +98,7 @@ def _softplus(x):
     p = _F(1 / 5) + s2 * p
     p = _F(1 / 3) + s2 * p
     p = _F(1.0) + s2 * p
-    return (x if x > 0 else _F(0.0)) + _F(2.0) * s * p, e
+    return (x if x > 0 else _F(0.0)) + _F(2.0) * s * p
 
 
 @njit(nogil=True, cache=True, fastmath=_FORWARD_MATH, error_model='numpy')
@@ -107,7 +107,7 @@ def _softplus_kernel(x, bias, out, r0, r1):
     for r in range(r0, r1):
         x_r, out_r = x[r], out[r]
         for c in range(x.shape[1]):
-            out_r[c] = _softplus(x_r[c] + bias[c])[0]
+            out_r[c] = _softplus(x_r[c] + bias[c])
 
 
 @njit(nogil=True, cache=True, fastmath=_FORWARD_MATH, error_model='numpy')
@@ -122,7 +122,7 @@ def _softplus_bwd_kernel(x, bias, g, gx, r0, r1):
 
 
 @njit(nogil=True, cache=True, fastmath=_FORWARD_MATH, error_model='numpy')
-def _fwd_kernel(u, d, A2, B, C, y, saved, block, r0, r1):  # noqa: N803
+def _fwd_kernel(u, d, A2, B, C, y, saved, block, r0, r1):
     """``y_t = <x_t, C_t>`` for rows ``r0 .. r1``; ``A2`` is ``A * log2(e)``.
 
     ``x_t = 2**(d_t A2) x_{t-1} + d_t u_t B_t``.  When ``saved`` has
@@ -152,7 +152,7 @@ def _fwd_kernel(u, d, A2, B, C, y, saved, block, r0, r1):  # noqa: N803
 
 
 @njit(nogil=True, cache=True, fastmath=_BACKWARD_MATH, error_model='numpy')
-def _bwd_kernel(u, d, A, A2, B, C, gy, saved, block, gu, gd, gA, gB, gC, r0, r1):  # noqa: N803
+def _bwd_kernel(u, d, A, A2, B, C, gy, saved, block, gu, gd, gA, gB, gC, r0, r1):
     """Every input's gradient for rows ``r0 .. r1``, from ``gy``.
 
     Block by block from the end: the block's states are recomputed from
