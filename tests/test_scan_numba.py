@@ -4,6 +4,7 @@ reference at the VM-UNet stage shapes is in ``test_scan.py`` (``FAST``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -275,3 +276,45 @@ def test_softplus_without_a_bias_and_empty_sequences():
             for backend in ('numba', 'torch'):
                 out = selective_scan(**empty, delta_softplus=True, backend=backend)
                 assert out.shape == (batch, 32, length), backend
+
+
+def test_the_kernels_compile_and_run_after_a_viewer_has_drawn(tmp_path):
+    """triton's LLVM clashes with Mesa's once a napari viewer has drawn (see
+    test_scan_triton.py); numba's own must not: an empty cache, so that the
+    kernels are compiled after the draw, in a process of their own."""
+    if not os.environ.get('DISPLAY'):
+        pytest.skip('needs an X display (pytest-xvfb provides one)')
+    code = (
+        'import numpy as np, napari, torch\n'
+        'viewer = napari.Viewer(show=False)\n'
+        'viewer.add_image(np.random.rand(64, 64))\n'
+        'viewer.window.resize(800, 600)\n'
+        'viewer.screenshot(canvas_only=True)\n'
+        'maps = open("/proc/self/maps").read()\n'
+        'print("mesa", "libLLVM" in maps or "libgallium" in maps)\n'
+        'from napari_vmunet.model.scan import selective_scan\n'
+        'g = torch.Generator().manual_seed(0)\n'
+        'x = dict(u=torch.randn(1, 64, 37, generator=g),\n'
+        '         delta=torch.randn(1, 64, 37, generator=g),\n'
+        '         A=-torch.rand(64, 16, generator=g) - 0.5,\n'
+        '         B=torch.randn(1, 4, 16, 37, generator=g),\n'
+        '         C=torch.randn(1, 4, 16, 37, generator=g))\n'
+        'fast = selective_scan(**x, delta_softplus=True, backend="numba")\n'
+        'ref = selective_scan(**x, delta_softplus=True, backend="reference")\n'
+        'print("err", float((fast - ref).abs().max() / ref.abs().max()))\n'
+        'viewer.close()\n'
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = dict(line.split(' ', 1) for line in done.stdout.splitlines() if ' ' in line)
+    if lines.get('mesa') != 'True':
+        pytest.skip("this display's OpenGL is not Mesa's LLVM")
+    assert float(lines['err']) <= 1e-5
+    assert list(tmp_path.rglob('*.nbi')), 'nothing was compiled into the empty cache'
