@@ -28,7 +28,8 @@ The backends:
 * ``"numba"`` -- our fused CPU kernels (``scan_numba.py``), forward and
   backward: one pass per time step over a cache-resident state, compiled by
   numba's own LLVM (no C compiler) on first use and cached on disk.  On an
-  AVX2 CPU 1.5-2.8x faster than ``"torch"``.  Same rows, same checkpointed
+  AVX2 CPU its forward is 2.0-2.2x the torch scan's speed per VM-UNet stage
+  (``benchmarks/scan.py``, time-major).  Same rows, same checkpointed
   backward; decays that could be positive (``A > 0``, or ``delta < 0``
   without softplus) go to the torch scan, which handles any sign.
 * ``"triton"`` -- our fused Triton kernels (``scan_triton.py``), forward and

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .gc_pause import gc_paused
-from .scan_torch import LOG2E
+from .scan_torch import LOG2E, _step_sizes
 
 #: floats of recomputed states and decays the backward keeps per row and
 #: block (``2 x block x N x P``): about a 512 KB L2 cache
@@ -107,7 +107,8 @@ def _np(t: torch.Tensor):
 
 class NumbaSoftplus(torch.autograd.Function):
     """``softplus(delta + bias)`` on ``delta (M, D)``, ``bias (D)`` (float32),
-    by the kernels: 5-7x faster than torch's softplus on an AVX2 CPU."""
+    by the kernels: on an AVX2 CPU 4.1 ms against torch's 10.4 for 3 M
+    elements, one thread."""
 
     @staticmethod
     def forward(ctx, delta, bias):
@@ -137,9 +138,9 @@ def step_sizes(
 ) -> torch.Tensor:
     """``softplus(delta + delta_bias)`` in float32 (each part optional), the
     softplus by the kernels; ``delta`` is ``(..., D)``."""
-    d = delta.float()
     if not softplus:
-        return d if delta_bias is None else d + delta_bias.float()
+        return _step_sizes(delta, delta_bias, softplus)
+    d = delta.float()
     bias = d.new_zeros(d.shape[-1]) if delta_bias is None else delta_bias.float()
     bias = bias.contiguous()
     rows = math.prod(d.shape[:-1])  # (not -1: that fails on empty tensors)
